@@ -1,0 +1,217 @@
+"""Functions that walk a network of layers (Lasagne's ``lasagne.layers.helper``)."""
+
+from __future__ import annotations
+
+import warnings
+from collections import OrderedDict, deque
+
+import numpy as np
+import pytensor.tensor as pt
+
+from .. import utils
+from .base import Layer, MergeLayer
+from .input import InputLayer
+
+__all__ = [
+    "get_all_layers",
+    "get_output",
+    "get_output_shape",
+    "get_all_params",
+    "count_params",
+    "get_all_param_values",
+    "set_all_param_values",
+]
+
+
+def get_all_layers(layer, treat_as_input=None):
+    """Return every layer ``layer`` depends on, in topological order (inputs first).
+
+    Parameters
+    ----------
+    layer : Layer or list of Layer
+        The layer(s) to collect the network of.
+    treat_as_input : iterable of Layer, optional
+        Layers whose own inputs are not followed.
+    """
+    try:
+        queue = deque(layer)
+    except TypeError:
+        queue = deque([layer])
+    seen = set()
+    done = set()
+    result = []
+    if treat_as_input is not None:
+        seen.update(treat_as_input)
+    while queue:
+        layer = queue[0]
+        if layer is None:
+            queue.popleft()
+        elif layer not in seen:
+            seen.add(layer)
+            if hasattr(layer, "input_layers"):
+                queue.extendleft(reversed(layer.input_layers))
+            elif hasattr(layer, "input_layer"):
+                queue.appendleft(layer.input_layer)
+        else:
+            queue.popleft()
+            if layer not in done:
+                result.append(layer)
+                done.add(layer)
+    return result
+
+
+def get_output(layer_or_layers, inputs=None, return_updates=False, **kwargs):
+    """Compute the symbolic output of a network.
+
+    Parameters
+    ----------
+    layer_or_layers : Layer or list of Layer
+        The layer(s) whose output to compute.
+    inputs : expression or dict, optional
+        An expression for the single input layer, or a dict mapping
+        :class:`InputLayer` (or any layer) instances to expressions that
+        replace their output.
+    return_updates : bool
+        Also return the updates the layers asked for (the batch-norm moving
+        averages) as an ``OrderedDict``.  Lasagne hid them in
+        ``default_update``; here the caller passes them to
+        ``pytensor.function(..., updates=...)`` explicitly.
+    **kwargs
+        Passed to every layer's ``get_output_for``: ``deterministic``,
+        ``batch_norm_use_averages``, ``batch_norm_update_averages``...
+
+    Returns
+    -------
+    output or list of outputs, or ``(output, updates)`` with ``return_updates``
+    """
+    accepted_kwargs = {"deterministic"}
+    treat_as_input = list(inputs.keys()) if isinstance(inputs, dict) else []
+    all_layers = get_all_layers(layer_or_layers, treat_as_input)
+    all_outputs = {
+        layer: layer.input_var
+        for layer in all_layers
+        if isinstance(layer, InputLayer) and layer not in treat_as_input
+    }
+    if isinstance(inputs, dict):
+        all_outputs.update((layer, pt.as_tensor_variable(expr)) for layer, expr in inputs.items())
+    elif inputs is not None:
+        if len(all_outputs) > 1:
+            raise ValueError(
+                "get_output() was called with a single input expression on a network with "
+                "multiple input layers. Please call it with a dictionary of input expressions instead."
+            )
+        for input_layer in all_outputs:
+            all_outputs[input_layer] = pt.as_tensor_variable(inputs)
+    updates = OrderedDict()
+    for layer in all_layers:
+        if layer in all_outputs:
+            continue
+        try:
+            if isinstance(layer, MergeLayer):
+                layer_inputs = [all_outputs[input_layer] for input_layer in layer.input_layers]
+            else:
+                layer_inputs = all_outputs[layer.input_layer]
+        except KeyError:
+            raise ValueError(
+                f"get_output() was called without giving an input expression for the "
+                f"free-floating layer {layer!r}. Please call it with a dictionary mapping "
+                f"this layer to an input expression."
+            ) from None
+        all_outputs[layer] = layer.get_output_for(layer_inputs, collect_updates=updates, **kwargs)
+        accepted_kwargs |= set(layer.get_output_kwargs)
+    unused_kwargs = set(kwargs) - accepted_kwargs
+    if unused_kwargs:
+        suggestions = []
+        for kwarg in sorted(unused_kwargs):
+            hint = utils.close_matches(kwarg, accepted_kwargs)
+            suggestions.append(f"{kwarg!r}{hint}")
+        warnings.warn(f"get_output() was called with unused kwargs: {', '.join(suggestions)}", stacklevel=2)
+    if updates and not return_updates:
+        warnings.warn(
+            "get_output() built batch-norm moving-average updates that are being dropped; "
+            "call get_output(..., return_updates=True) and pass the updates to "
+            "pytensor.function(..., updates=...), or set batch_norm_update_averages=False",
+            stacklevel=2,
+        )
+    try:
+        outputs = [all_outputs[layer] for layer in layer_or_layers]
+    except TypeError:
+        outputs = all_outputs[layer_or_layers]
+    return (outputs, updates) if return_updates else outputs
+
+
+def get_output_shape(layer_or_layers, input_shapes=None):
+    """Compute the output shape(s) of a network, optionally for other input shapes."""
+    if input_shapes is None or input_shapes == {}:
+        try:
+            return [layer.output_shape for layer in layer_or_layers]
+        except TypeError:
+            return layer_or_layers.output_shape
+    treat_as_input = list(input_shapes.keys()) if isinstance(input_shapes, dict) else []
+    all_layers = get_all_layers(layer_or_layers, treat_as_input)
+    all_shapes = {
+        layer: layer.shape
+        for layer in all_layers
+        if isinstance(layer, InputLayer) and layer not in treat_as_input
+    }
+    if isinstance(input_shapes, dict):
+        all_shapes.update(input_shapes)
+    else:
+        if len(all_shapes) > 1:
+            raise ValueError(
+                "get_output_shape() was called with a single input shape on a network with "
+                "multiple input layers. Please call it with a dictionary of input shapes instead."
+            )
+        for input_layer in all_shapes:
+            all_shapes[input_layer] = input_shapes
+    for layer in all_layers:
+        if layer not in all_shapes:
+            if isinstance(layer, MergeLayer):
+                input_shapes_ = [all_shapes[input_layer] for input_layer in layer.input_layers]
+            else:
+                input_shapes_ = all_shapes[layer.input_layer]
+            all_shapes[layer] = layer.get_output_shape_for(input_shapes_)
+    try:
+        return [all_shapes[layer] for layer in layer_or_layers]
+    except TypeError:
+        return all_shapes[layer_or_layers]
+
+
+def get_all_params(layer, unwrap_shared=True, **tags):
+    """Return the parameters of every layer in the network, filtered by tags."""
+    layers = get_all_layers(layer)
+    params = [p for l in layers for p in l.get_params(unwrap_shared=unwrap_shared, **tags)]
+    return utils.unique(params)
+
+
+def count_params(layer, **tags):
+    """Count the parameter values (scalars) of the network, filtered by tags."""
+    params = get_all_params(layer, **tags)
+    return int(sum(np.prod(p.get_value(borrow=True).shape) for p in params))
+
+
+def get_all_param_values(layer, **tags):
+    """Return the values of the network's parameters as a list of NumPy arrays."""
+    return [p.get_value() for p in get_all_params(layer, **tags)]
+
+
+def set_all_param_values(layer, values, **tags):
+    """Set the network's parameters from a list of NumPy arrays.
+
+    Raises
+    ------
+    ValueError
+        If the number of values or any shape does not match.
+    """
+    params = get_all_params(layer, **tags)
+    if len(params) != len(values):
+        raise ValueError(f"mismatch: got {len(values)} values to set {len(params)} parameters")
+    for p, v in zip(params, values, strict=True):
+        if p.get_value(borrow=True).shape != np.shape(v):
+            raise ValueError(
+                f"mismatch: parameter {p.name} has shape {p.get_value(borrow=True).shape!r} "
+                f"but value to set has shape {np.shape(v)!r}"
+            )
+        p.set_value(np.asarray(v, dtype=p.dtype))
+
+

@@ -1,0 +1,1 @@
+"""Custom PyTensor Ops (convolution, pooling) with per-backend implementations."""

@@ -1,0 +1,154 @@
+"""Small helpers shared by the layer library (Lasagne's ``lasagne.utils``)."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.compile.sharedvalue import SharedVariable
+from pytensor.graph.basic import Variable
+
+from . import _floatx  # noqa: F401  (sets floatX before any graph is built)
+
+__all__ = [
+    "floatX",
+    "shared_empty",
+    "as_tuple",
+    "int_types",
+    "collect_shared_vars",
+    "create_param",
+    "unique",
+    "compute_norms",
+    "close_matches",
+]
+
+int_types = (int, np.integer)
+
+
+def floatX(arr):
+    """Convert ``arr`` to a NumPy array of dtype ``floatX``."""
+    return np.asarray(arr, dtype=pytensor.config.floatX)
+
+
+def shared_empty(dim=2, dtype=None):
+    """Create an empty shared variable of ``dim`` dimensions (Lasagne's helper)."""
+    if dtype is None:
+        dtype = pytensor.config.floatX
+    return pytensor.shared(np.zeros((0,) * dim, dtype=dtype))
+
+
+def as_tuple(x, N, t=None):
+    """Coerce ``x`` to a tuple of length ``N``, checking the element type ``t``.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is neither a ``t`` nor a sequence of ``N`` ``t`` values.
+    """
+    try:
+        X = tuple(x)
+    except TypeError:
+        X = (x,) * N
+    if (t is not None) and not all(isinstance(v, t) for v in X):
+        if t == int_types:
+            expected_type = "int"
+        elif isinstance(t, tuple):
+            expected_type = " or ".join(tt.__name__ for tt in t)
+        else:
+            expected_type = t.__name__
+        raise TypeError(f"expected a single value or an iterable of {expected_type}, got {x} instead")
+    if len(X) != N:
+        raise ValueError(f"expected a single value or an iterable with length {N}, got {x} instead")
+    return X
+
+
+def unique(l: Iterable) -> list:
+    """Return the unique elements of ``l`` in order of first appearance."""
+    seen = set()
+    new = []
+    for el in l:
+        if el not in seen:
+            seen.add(el)
+            new.append(el)
+    return new
+
+
+def collect_shared_vars(expressions) -> list:
+    """Return all shared variables the expression(s) depend on, in order."""
+    from pytensor.graph.traversal import ancestors
+
+    if isinstance(expressions, Variable):
+        expressions = [expressions]
+    return unique(v for v in ancestors(expressions) if isinstance(v, SharedVariable))
+
+
+def create_param(spec, shape, name=None):
+    """Create a parameter from ``spec``: a shared variable, expression, array or initializer.
+
+    Float arrays are cast to ``floatX`` so that a ``np.zeros`` spec does not
+    silently make the graph float64 (Lasagne kept their dtype).
+
+    Raises
+    ------
+    ValueError
+        If ``shape`` has a non-positive entry or ``spec`` does not have ``shape``.
+    RuntimeError
+        If ``spec`` is of none of the accepted kinds.
+    """
+    shape = tuple(shape)
+    if any(d <= 0 for d in shape):
+        raise ValueError(f"Cannot create param with a non-positive shape dimension. Tried to create param with shape={shape}, name={name}")
+    err_prefix = f"cannot initialize parameter {name}: "
+    if isinstance(spec, Variable):
+        if spec.type.ndim != len(shape):
+            raise ValueError(f"{err_prefix}parameter variable has {spec.type.ndim} dimensions, should be {len(shape)}")
+        if isinstance(spec, SharedVariable):
+            actual = spec.get_value(borrow=True).shape
+            if actual != shape:
+                raise ValueError(f"{err_prefix}parameter has shape {actual}, should be {shape}")
+        if name is not None and spec.name is None:
+            spec.name = name
+        return spec
+    if isinstance(spec, np.ndarray):
+        if spec.shape != shape:
+            raise ValueError(f"{err_prefix}parameter array has shape {spec.shape}, should be {shape}")
+        if spec.dtype.kind == "f":
+            spec = spec.astype(pytensor.config.floatX)
+        return pytensor.shared(spec, name=name)
+    if callable(spec):
+        arr = spec(shape)
+        if isinstance(arr, Variable):
+            return create_param(arr, shape, name)
+        arr = np.asarray(arr)
+        if arr.shape != shape:
+            raise RuntimeError(f"{err_prefix}cannot initialize parameters: the provided callable did not return a value with the correct shape")
+        if arr.dtype.kind == "f":
+            arr = arr.astype(pytensor.config.floatX)
+        return pytensor.shared(arr, name=name)
+    raise RuntimeError(f"{err_prefix}cannot initialize parameters: 'spec' is not a numpy array, a PyTensor expression, or a callable")
+
+
+def compute_norms(array, norm_axes=None):
+    """Compute incoming weight-vector norms of a NumPy array or tensor (Lasagne's helper)."""
+    ndim = array.ndim
+    if norm_axes is None:
+        if ndim == 1:
+            norm_axes = (0,)
+        elif ndim == 2:
+            norm_axes = (0,)
+        elif ndim in (3, 4, 5):
+            norm_axes = tuple(range(1, ndim))
+        else:
+            raise ValueError(f"Unsupported tensor dimensionality {ndim}. Must specify `norm_axes`")
+    if isinstance(array, np.ndarray):
+        return np.sqrt(np.sum(array**2, axis=norm_axes))
+    return pt.sqrt(pt.sum(pt.sqr(array), axis=norm_axes))
+
+
+def close_matches(word: str, candidates: Iterable[str]) -> str:
+    """Return ``" (did you mean X?)"`` for the closest candidate, or ``""``."""
+    match = difflib.get_close_matches(word, list(candidates), n=1)
+    return f" (did you mean {match[0]!r}?)" if match else ""
