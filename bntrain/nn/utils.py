@@ -78,11 +78,20 @@ def unique(l: Iterable) -> list:
 
 def collect_shared_vars(expressions) -> list:
     """Return all shared variables the expression(s) depend on, in order."""
-    from pytensor.graph.traversal import ancestors
-
     if isinstance(expressions, Variable):
         expressions = [expressions]
-    return unique(v for v in ancestors(expressions) if isinstance(v, SharedVariable))
+    found, seen = [], set()
+    stack = list(reversed(list(expressions)))  # depth first, left to right
+    while stack:
+        var = stack.pop()
+        if var in seen:
+            continue
+        seen.add(var)
+        if isinstance(var, SharedVariable):
+            found.append(var)
+        elif var.owner is not None:
+            stack.extend(reversed(var.owner.inputs))
+    return found
 
 
 def create_param(spec, shape, name=None):

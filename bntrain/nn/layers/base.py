@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Variable
 
 from .. import utils
@@ -47,7 +48,10 @@ class Layer:
     def output_shape(self):
         shape = self.get_output_shape_for(self.input_shape)
         if any(isinstance(s, Variable) for s in shape):
-            raise ValueError(f"{self!r} returned a symbolic output shape from its get_output_shape_for() method: {shape!r}")
+            raise ValueError(
+                f"{type(self).__name__} (name={self.name!r}) returned a symbolic output shape "
+                f"from its get_output_shape_for() method: {shape!r}"
+            )
         return shape
 
     def get_params(self, unwrap_shared=True, **tags):
@@ -64,7 +68,13 @@ class Layer:
         if exclude:
             result = [param for param in result if not (self.params[param] & exclude)]
         if unwrap_shared:
-            result = utils.collect_shared_vars(result) if result else []
+            # per parameter, so that the registration order survives
+            # (collect_shared_vars walks a graph right to left)
+            result = utils.unique(
+                v
+                for p in result
+                for v in ([p] if isinstance(p, SharedVariable) else utils.collect_shared_vars(p))
+            )
         return result
 
     def get_output_shape_for(self, input_shape):
@@ -76,7 +86,9 @@ class Layer:
         raise NotImplementedError
 
     def add_param(self, spec, shape, name=None, **tags):
-        """Register and return a parameter created from ``spec`` (see :func:`~bntrain.nn.utils.create_param`).
+        """Register and return a parameter created from ``spec``.
+
+        See :func:`~bntrain.nn.utils.create_param` for the accepted specs.
 
         Tags default to ``trainable=True`` and ``regularizable=True``.
         """
@@ -104,7 +116,9 @@ class MergeLayer(Layer):
     """
 
     def __init__(self, incomings, name=None):
-        self.input_shapes = [inc if isinstance(inc, tuple) else inc.output_shape for inc in incomings]
+        self.input_shapes = [
+            inc if isinstance(inc, tuple) else inc.output_shape for inc in incomings
+        ]
         self.input_layers = [None if isinstance(inc, tuple) else inc for inc in incomings]
         self.name = name
         self.params = OrderedDict()
@@ -116,7 +130,10 @@ class MergeLayer(Layer):
     def output_shape(self):
         shape = self.get_output_shape_for(self.input_shapes)
         if any(isinstance(s, Variable) for s in shape):
-            raise ValueError(f"{self!r} returned a symbolic output shape from its get_output_shape_for() method: {shape!r}")
+            raise ValueError(
+                f"{type(self).__name__} (name={self.name!r}) returned a symbolic output shape "
+                f"from its get_output_shape_for() method: {shape!r}"
+            )
         return shape
 
     def get_output_shape_for(self, input_shapes):

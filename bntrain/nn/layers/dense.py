@@ -1,3 +1,121 @@
-"""Placeholder: filled in by the layer work."""
+"""The fully connected layer (``lasagne.layers.dense``).
 
-__all__ = []
+Examples
+--------
+>>> from bntrain.nn.layers import InputLayer, DenseLayer
+>>> l_in = InputLayer((None, 3, 4))
+>>> DenseLayer(l_in, num_units=10).output_shape
+(None, 10)
+>>> DenseLayer(l_in, num_units=10, num_leading_axes=2).output_shape
+(None, 3, 10)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import pytensor.tensor as pt
+
+from .. import init, nonlinearities, utils
+from .base import Layer
+from .special import _check_kwargs, _label
+
+__all__ = ["DenseLayer"]
+
+
+class DenseLayer(Layer):
+    """A fully connected layer: ``nonlinearity(dot(input, W) + b)``.
+
+    Parameters
+    ----------
+    incoming : Layer or tuple
+        The layer feeding into this one, or the expected input shape.
+    num_units : int
+        The number of output units.
+    W : initializer, array or shared variable
+        The weights, of shape ``(num_inputs, num_units)`` where ``num_inputs``
+        is the product of the input sizes after the leading axes.
+    b : initializer, array, shared variable or None
+        The biases, of shape ``(num_units,)``; ``None`` for no bias.
+    nonlinearity : callable or None
+        Applied to the affine output; ``None`` means the identity.
+    num_leading_axes : int
+        How many leading axes are kept (and treated as independent samples);
+        the remaining trailing axes are flattened into the dot product.  A
+        negative value counts trailing axes instead: ``-1`` always takes the
+        dot product over the last axis only.
+    **kwargs
+        ``name``.
+
+    Notes
+    -----
+    ``W`` is tagged ``trainable`` and ``regularizable``; ``b`` is tagged
+    ``trainable`` only.
+    """
+
+    def __init__(
+        self,
+        incoming,
+        num_units: int,
+        W=init.GlorotUniform(),  # noqa: B008  (Lasagne's signature)
+        b=init.Constant(0.0),  # noqa: B008
+        nonlinearity: Callable | None = nonlinearities.rectify,
+        num_leading_axes: int = 1,
+        **kwargs,
+    ) -> None:
+        _check_kwargs(type(self).__name__, kwargs)
+        super().__init__(incoming, **kwargs)
+        where = _label(type(self).__name__, self.name)
+        if nonlinearity is None:
+            nonlinearity = nonlinearities.identity
+        if not callable(nonlinearity):
+            raise TypeError(f"{where}: nonlinearity must be callable or None, got {nonlinearity!r}")
+        self.nonlinearity = nonlinearity
+        if isinstance(num_units, bool) or not isinstance(num_units, utils.int_types):
+            raise TypeError(f"{where}: num_units must be an int, got {num_units!r}")
+        if num_units <= 0:
+            raise ValueError(f"{where}: num_units must be positive, got {num_units!r}")
+        self.num_units = int(num_units)
+        if isinstance(num_leading_axes, bool) or not isinstance(num_leading_axes, utils.int_types):
+            raise TypeError(f"{where}: num_leading_axes must be an int, got {num_leading_axes!r}")
+        ndim = len(self.input_shape)
+        if num_leading_axes >= ndim:
+            raise ValueError(
+                f"{where}: num_leading_axes={num_leading_axes} for a {ndim}-dimensional input "
+                f"leaves no trailing axes for the dot product"
+            )
+        if num_leading_axes < -ndim:
+            raise ValueError(
+                f"{where}: num_leading_axes={num_leading_axes} for a {ndim}-dimensional input "
+                f"asks for more trailing axes than the input has"
+            )
+        self.num_leading_axes = int(num_leading_axes)
+        trailing = self.input_shape[self.num_leading_axes :]
+        if any(s is None for s in trailing):
+            raise ValueError(
+                f"{where}: the input sizes after the leading axes must be known, got "
+                f"input_shape={self.input_shape!r} with num_leading_axes={num_leading_axes}"
+            )
+        num_inputs = int(np.prod(trailing))
+        self.W = self.add_param(W, (num_inputs, self.num_units), name="W")
+        if b is None:
+            self.b = None
+        else:
+            self.b = self.add_param(b, (self.num_units,), name="b", regularizable=False)
+
+    def get_output_shape_for(self, input_shape):
+        """Return the leading input sizes followed by ``num_units``."""
+        return tuple(input_shape[: self.num_leading_axes]) + (self.num_units,)
+
+    def get_output_for(self, input, **kwargs):
+        """Return ``nonlinearity(dot(input, W) + b)`` over the trailing axes."""
+        leading = self.num_leading_axes
+        if leading < 0:
+            leading += input.ndim
+        if input.ndim > leading + 1:
+            input = input.flatten(leading + 1)
+        activation = pt.dot(input, self.W)
+        if self.b is not None:
+            activation = activation + self.b
+        return self.nonlinearity(activation)

@@ -9,7 +9,7 @@ import numpy as np
 import pytensor.tensor as pt
 
 from .. import utils
-from .base import Layer, MergeLayer
+from .base import MergeLayer
 from .input import InputLayer
 
 __all__ = [
@@ -98,7 +98,8 @@ def get_output(layer_or_layers, inputs=None, return_updates=False, **kwargs):
         if len(all_outputs) > 1:
             raise ValueError(
                 "get_output() was called with a single input expression on a network with "
-                "multiple input layers. Please call it with a dictionary of input expressions instead."
+                "multiple input layers. Please call it with a dictionary of input expressions "
+                "instead."
             )
         for input_layer in all_outputs:
             all_outputs[input_layer] = pt.as_tensor_variable(inputs)
@@ -125,12 +126,15 @@ def get_output(layer_or_layers, inputs=None, return_updates=False, **kwargs):
         for kwarg in sorted(unused_kwargs):
             hint = utils.close_matches(kwarg, accepted_kwargs)
             suggestions.append(f"{kwarg!r}{hint}")
-        warnings.warn(f"get_output() was called with unused kwargs: {', '.join(suggestions)}", stacklevel=2)
+        warnings.warn(
+            f"get_output() was called with unused kwargs: {', '.join(suggestions)}", stacklevel=2
+        )
     if updates and not return_updates:
         warnings.warn(
-            "get_output() built batch-norm moving-average updates that are being dropped; "
-            "call get_output(..., return_updates=True) and pass the updates to "
-            "pytensor.function(..., updates=...), or set batch_norm_update_averages=False",
+            f"get_output() built {len(updates)} layer update(s) (batch-norm moving averages, "
+            "dropout generator state) that are being dropped; call "
+            "get_output(..., return_updates=True) and pass the updates to "
+            "pytensor.function(..., updates=...)",
             stacklevel=2,
         )
     try:
@@ -212,6 +216,6 @@ def set_all_param_values(layer, values, **tags):
                 f"mismatch: parameter {p.name} has shape {p.get_value(borrow=True).shape!r} "
                 f"but value to set has shape {np.shape(v)!r}"
             )
+    # set only once every shape was checked, so a mismatch leaves the network untouched
+    for p, v in zip(params, values, strict=True):
         p.set_value(np.asarray(v, dtype=p.dtype))
-
-
