@@ -1,3 +1,145 @@
-"""Placeholder: filled in by the nn work."""
+"""Weight penalties (mirrors ``lasagne.regularization``).
 
-__all__ = []
+Plain L2 weight decay for SGD and momentum is a loss term::
+
+    loss = loss + 1e-4 * regularize_network_params(network, l2)
+
+(For AdamW's decoupled decay see :func:`bntrain.nn.updates.apply_weight_decay`.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.graph.basic import Variable
+
+from .layers import Layer, get_all_params
+
+__all__ = [
+    "l1",
+    "l2",
+    "apply_penalty",
+    "regularize_layer_params",
+    "regularize_layer_params_weighted",
+    "regularize_network_params",
+]
+
+
+# Lasagne's default tag filter (shared default, never mutated: functions copy it).
+_REGULARIZABLE = {"regularizable": True}
+
+
+def _zero():
+    return pt.constant(np.asarray(0, dtype=pytensor.config.floatX))
+
+
+def l1(x):
+    """L1 penalty: the sum of absolute values of ``x``."""
+    return pt.sum(pt.abs(x))
+
+
+def l2(x):
+    """Squared L2 penalty: the sum of squares of ``x`` (no factor 1/2)."""
+    return pt.sum(pt.sqr(x))
+
+
+def apply_penalty(tensor_or_tensors, penalty: Callable, **kwargs):
+    """Apply ``penalty`` to one tensor or sum it over several.
+
+    Parameters
+    ----------
+    tensor_or_tensors : tensor or iterable of tensors
+        The tensor(s) to penalize.
+    penalty : callable
+        Maps a tensor to a scalar expression (:func:`l1`, :func:`l2`).
+    **kwargs
+        Passed on to ``penalty``.
+
+    Returns
+    -------
+    scalar tensor
+        The (summed) penalty; a float32 zero for an empty list.
+    """
+    if isinstance(tensor_or_tensors, Variable | np.ndarray):
+        return penalty(tensor_or_tensors, **kwargs)
+    total = None
+    for x in tensor_or_tensors:
+        term = penalty(x, **kwargs)
+        total = term if total is None else total + term
+    return _zero() if total is None else total
+
+
+def regularize_layer_params(
+    layer, penalty: Callable, tags: Mapping[str, bool] = _REGULARIZABLE, **kwargs
+):
+    """Penalize the parameters of one layer or a list of layers (not their inputs).
+
+    Parameters
+    ----------
+    layer : Layer or iterable of Layer
+        The layer(s) whose own parameters to penalize.
+    penalty : callable
+        The penalty (:func:`l1`, :func:`l2`).
+    tags : dict, optional
+        Parameter tag filter for ``layer.get_params``; default
+        ``{'regularizable': True}`` (weights, not biases or batch-norm statistics).
+    **kwargs
+        Passed on to ``penalty``.
+    """
+    tags = dict(tags)
+    layers = [layer] if isinstance(layer, Layer) else list(layer)
+    params = []
+    for lay in layers:
+        params.extend(lay.get_params(**tags))
+    return apply_penalty(params, penalty, **kwargs)
+
+
+def regularize_layer_params_weighted(
+    layers: Mapping, penalty: Callable, tags: Mapping[str, bool] = _REGULARIZABLE, **kwargs
+):
+    """Sum per-layer penalties, each scaled by its own coefficient.
+
+    Parameters
+    ----------
+    layers : dict
+        Maps each :class:`~bntrain.nn.layers.Layer` to its coefficient
+        (a number, cast to floatX, or a scalar expression).
+    penalty : callable
+        The penalty (:func:`l1`, :func:`l2`).
+    tags : dict, optional
+        Parameter tag filter; default ``{'regularizable': True}``.
+    **kwargs
+        Passed on to ``penalty``.
+    """
+    tags = dict(tags)
+    total = None
+    for layer, coeff in layers.items():
+        if not isinstance(coeff, Variable):
+            coeff = pt.constant(np.asarray(coeff, dtype=pytensor.config.floatX))
+        term = coeff * apply_penalty(layer.get_params(**tags), penalty, **kwargs)
+        total = term if total is None else total + term
+    return _zero() if total is None else total
+
+
+def regularize_network_params(
+    layer, penalty: Callable, tags: Mapping[str, bool] = _REGULARIZABLE, **kwargs
+):
+    """Penalize every parameter of the network ending in ``layer`` (all layers below it).
+
+    Parameters
+    ----------
+    layer : Layer or iterable of Layer
+        The output layer(s) of the network.
+    penalty : callable
+        The penalty (:func:`l1`, :func:`l2`).
+    tags : dict, optional
+        Parameter tag filter for :func:`~bntrain.nn.layers.get_all_params`;
+        default ``{'regularizable': True}``.
+    **kwargs
+        Passed on to ``penalty``.
+    """
+    tags = dict(tags)
+    return apply_penalty(get_all_params(layer, **tags), penalty, **kwargs)
