@@ -1,0 +1,90 @@
+"""Backend (PyTensor mode) and device selection.
+
+``backend: auto`` picks Numba on the CPU (measured fastest there, see
+``docs/benchmarks.md``) and JAX on a GPU (the only backend that reaches it).
+``device: auto`` means a GPU when JAX sees one, else the CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .errors import UsageError
+
+__all__ = ["Runtime", "resolve_runtime", "gpu_available"]
+
+_MODES = {"numba": "NUMBA", "jax": "JAX", "c": "C"}
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """The resolved backend and device.
+
+    Attributes
+    ----------
+    backend : str
+        ``numba``, ``jax`` or ``c``.
+    device : str
+        ``cpu`` or ``gpu``.
+    """
+
+    backend: str
+    device: str
+
+    @property
+    def mode(self) -> str:
+        """The PyTensor mode name to compile functions with."""
+        return _MODES[self.backend]
+
+    @property
+    def static_batch(self) -> bool:
+        """Whether compiled functions want one fixed batch shape (JAX traces per shape)."""
+        return self.backend == "jax"
+
+
+def gpu_available() -> bool:
+    """Return whether JAX sees an NVIDIA GPU (without failing when it does not)."""
+    if os.environ.get("JAX_PLATFORMS", "").strip() == "cpu":
+        return False
+    try:
+        import jax
+
+        return any(d.platform == "gpu" for d in jax.devices())
+    except RuntimeError:
+        return False
+
+
+def _pin_jax_to_cpu() -> None:
+    import jax
+
+    try:
+        jax.config.update("jax_platforms", "cpu")
+    except RuntimeError:  # backends already initialised: device choice is made per function
+        pass
+
+
+def resolve_runtime(backend: str = "auto", device: str = "auto") -> Runtime:
+    """Resolve ``auto`` choices and check that the requested device exists.
+
+    Raises
+    ------
+    UsageError
+        If a GPU is requested and none is usable, or a GPU with a CPU-only backend.
+    """
+    if device == "gpu":
+        if backend in ("numba", "c"):
+            raise UsageError(
+                f"backend {backend!r} runs on the CPU only; use backend: jax (or auto) with device: gpu"
+            )
+        if not gpu_available():
+            raise UsageError(
+                "device gpu requested but JAX sees no GPU; install the CUDA plugin with "
+                "pip install 'bntrain[gpu]', or use --device cpu"
+            )
+        return Runtime("jax", "gpu")
+    if device == "auto" and backend in ("auto", "jax") and gpu_available():
+        return Runtime("jax", "gpu")
+    if backend == "jax":
+        _pin_jax_to_cpu()
+    return Runtime("numba" if backend == "auto" else backend, "cpu")

@@ -1,0 +1,217 @@
+"""Config -> network: the one place that inserts batch normalization.
+
+``build_network`` turns the ``model`` section of a validated config into a
+graph of :mod:`bntrain.nn` layers.  With ``batch_norm.insert: auto`` every
+``dense`` and ``conv2d`` layer except the output layer is followed by a
+:class:`~bntrain.nn.layers.BatchNormLayer`, the way the seed's
+``batch_norm()`` does it: the layer's bias is removed and its nonlinearity
+moves after the normalization.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import nn
+from .errors import ConfigError
+from .nn import layers as L
+
+__all__ = ["Network", "build_network", "derive_seed"]
+
+
+@dataclass
+class Network:
+    """A built network and the facts the rest of the tool needs about it.
+
+    Attributes
+    ----------
+    input_layer, output_layer : Layer
+        The ends of the graph.
+    layers : list of Layer
+        Every layer in topological order, input first.
+    n_classes : int
+        Width of the softmax output.
+    """
+
+    input_layer: L.InputLayer
+    output_layer: L.Layer
+    layers: list = field(default_factory=list)
+    n_classes: int = 0
+
+    @property
+    def bn_layers(self) -> list:
+        """The batch-normalization layers, in topological order."""
+        return [layer for layer in self.layers if isinstance(layer, L.BatchNormLayer)]
+
+    @property
+    def dropout_layers(self) -> list:
+        """The dropout layers, in topological order."""
+        return [layer for layer in self.layers if isinstance(layer, L.DropoutLayer)]
+
+    def layer(self, name: str) -> L.Layer:
+        """Return the layer called ``name``."""
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+
+def derive_seed(seed: int, *purpose: str | int) -> int:
+    """Return a 63-bit seed derived from ``seed`` and a purpose, independent of other purposes."""
+    words = [seed] + [
+        w if isinstance(w, int) else int.from_bytes(w.encode(), "little") for w in purpose
+    ]
+    return int(np.random.default_rng(words).integers(2**63 - 1))
+
+
+_WEIGHTED = ("dense", "conv2d")
+
+
+def _pair(value) -> tuple[int, int]:
+    return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
+
+
+def _output_index(specs) -> int | None:
+    """Index of the output layer: the last weighted layer, if the net ends in it."""
+    for i in range(len(specs) - 1, -1, -1):
+        if specs[i].type in _WEIGHTED:
+            return i
+    return None
+
+
+def build_network(model_cfg, input_shape, seed: int) -> Network:
+    """Build the network described by the ``model`` section of a config.
+
+    Parameters
+    ----------
+    model_cfg : bntrain.config.ModelConfig
+        The validated model section.
+    input_shape : sequence of int
+        One example's shape (without the batch axis).
+    seed : int
+        Seeds the weight initialization and the dropout masks.
+
+    Returns
+    -------
+    Network
+
+    Raises
+    ------
+    ConfigError
+        If the layers do not fit together (the message names ``model.layers[i]``).
+    """
+    bn_cfg = model_cfg.batch_norm
+    specs = model_cfg.layers
+    out_idx = _output_index(specs)
+    names = _layer_names(specs)
+    net = L.InputLayer((None, *input_shape), name="input")
+    for i, spec in enumerate(specs):
+        where = f"model.layers[{i}]"
+        rng = np.random.default_rng(derive_seed(seed, "layer", i))
+        try:
+            net = _build_layer(spec, net, names[i], rng, bn_cfg)
+            auto_bn = (
+                bn_cfg.insert == "auto"
+                and spec.type in _WEIGHTED
+                and i != out_idx
+                and spec.batch_norm
+            )
+            if auto_bn:
+                net = L.batch_norm(net, epsilon=bn_cfg.epsilon, alpha=bn_cfg.alpha)
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"{where} ({spec.type}): {_one_line(exc)}") from None
+    output_shape = net.output_shape
+    if len(output_shape) != 2 or not _ends_in_softmax(net):
+        raise ConfigError(
+            f"model.layers[{len(specs) - 1}]: the network must end in class probabilities "
+            f"(got output shape {list(output_shape[1:])}); end it with "
+            f"{{type: dense, units: <classes>, nonlinearity: softmax}}"
+        )
+    layers = L.get_all_layers(net)
+    return Network(
+        input_layer=layers[0], output_layer=net, layers=layers, n_classes=output_shape[1]
+    )
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())
+
+
+def _ends_in_softmax(layer) -> bool:
+    return getattr(layer, "nonlinearity", None) is nn.nonlinearities.softmax
+
+
+def _layer_names(specs) -> list[str]:
+    counts: dict[str, int] = {}
+    names = []
+    prefix = {"conv2d": "conv", "maxpool2d": "pool", "avgpool2d": "pool", "global_avgpool": "gpool"}
+    for i, spec in enumerate(specs):
+        base = prefix.get(spec.type, spec.type)
+        counts[base] = counts.get(base, 0) + 1
+        name = spec.name or f"{base}{counts[base]}"
+        if name in names or name == "input":
+            raise ConfigError(
+                f"model.layers[{i}].name: layer name {name!r} is used twice; names must be unique"
+            )
+        names.append(name)
+    return names
+
+
+def _nonlinearity(name):
+    return nn.nonlinearities.get(name)
+
+
+def _build_layer(spec, incoming, name, rng, bn_cfg):
+    t = spec.type
+    if t == "dense":
+        return L.DenseLayer(
+            incoming,
+            num_units=spec.units,
+            W=nn.init.GlorotUniform(rng=rng),
+            nonlinearity=_nonlinearity(spec.nonlinearity),
+            name=name,
+        )
+    if t == "conv2d":
+        return L.Conv2DLayer(
+            incoming,
+            num_filters=spec.filters,
+            filter_size=_pair(spec.size),
+            stride=_pair(spec.stride),
+            pad=spec.pad if isinstance(spec.pad, str) else _pair(spec.pad),
+            W=nn.init.GlorotUniform(rng=rng),
+            nonlinearity=_nonlinearity(spec.nonlinearity),
+            name=name,
+        )
+    if t in ("maxpool2d", "avgpool2d"):
+        mode = "max" if t == "maxpool2d" else spec.mode
+        return L.Pool2DLayer(
+            incoming,
+            pool_size=_pair(spec.size),
+            stride=None if spec.stride is None else _pair(spec.stride),
+            pad=_pair(spec.pad),
+            ignore_border=spec.ignore_border,
+            mode=mode,
+            name=name,
+        )
+    if t == "global_avgpool":
+        return L.GlobalPoolLayer(incoming, name=name)
+    if t == "dropout":
+        return L.DropoutLayer(incoming, p=spec.p, rng=rng, name=name)
+    if t == "flatten":
+        return L.FlattenLayer(incoming, name=name)
+    if t == "batchnorm":
+        return _explicit_bn(spec, incoming, name, bn_cfg)
+    if t == "nonlinearity":
+        return L.NonlinearityLayer(incoming, _nonlinearity(spec.fn), name=name)
+    raise ConfigError(f"unknown layer type {t!r}")  # the schema makes this unreachable
+
+
+def _explicit_bn(spec, incoming, name, bn_cfg):
+    epsilon = bn_cfg.epsilon if spec.epsilon is None else spec.epsilon
+    alpha = bn_cfg.alpha if spec.alpha is None else spec.alpha
+    layer = L.BatchNormLayer(incoming, epsilon=epsilon, alpha=alpha, name=name)
+    if spec.nonlinearity is not None:
+        layer = L.NonlinearityLayer(layer, _nonlinearity(spec.nonlinearity), name=f"{name}_nonlin")
+    return layer
