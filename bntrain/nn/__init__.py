@@ -10,8 +10,17 @@ Importing this package sets PyTensor's ``floatX`` to float32 unless
 command line.
 """
 
-from . import _floatx  # noqa: F401  (first: floatX before any graph)
-from . import init, layers, nonlinearities, objectives, random, regularization, updates, utils
+from . import (
+    _floatx,  # noqa: F401  (first: floatX before any graph)
+    init,
+    layers,
+    nonlinearities,
+    objectives,
+    random,
+    regularization,
+    updates,
+    utils,
+)
 
 __all__ = [
     "init",
