@@ -1,0 +1,293 @@
+"""The command line: the only module that imports click.
+
+Each command parses its options, calls one function and prints the result.
+A :class:`~bntrain.errors.BntrainError` becomes one ``Error:`` line and its
+exit code (2 for usage, config, data and checkpoint errors, 1 at run time);
+no traceback is printed for anything a user can cause.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from . import __version__
+from .errors import BntrainError
+
+__all__ = ["main"]
+
+
+def _fail(message: str, code: int):
+    click.echo(f"Error: {message}", err=True)
+    sys.exit(code)
+
+
+def _handle_errors(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except BntrainError as exc:
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted; the last checkpoint written stays valid", 130)
+        except MemoryError:
+            _fail("out of memory; try a smaller training.batch_size", 1)
+
+    return wrapper
+
+
+def _echo(line: str) -> None:
+    click.echo(line)
+
+
+def _load(config_path: str, overrides: tuple[str, ...]):
+    from .config import load_config
+
+    return load_config(config_path, overrides)
+
+
+set_option = click.option(
+    "--set",
+    "overrides",
+    multiple=True,
+    metavar="KEY=VALUE",
+    help="Override a config key, e.g. --set training.optimizer.lr=0.05 (repeatable; VALUE is YAML).",
+)
+device_option = click.option(
+    "--device",
+    type=click.Choice(["auto", "cpu", "gpu"]),
+    default=None,
+    help="Where to compute (default: the config's device, else auto).",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="bntrain")
+def main():
+    """Train batch-normalized networks from YAML configs."""
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@set_option
+@click.option(
+    "--print-config",
+    is_flag=True,
+    help="Print the resolved config (every default filled in) and exit.",
+)
+@click.option("--force", is_flag=True, help="Replace an existing run folder.")
+@click.option(
+    "--resume",
+    type=click.Path(file_okay=False),
+    default=None,
+    metavar="RUN_DIR",
+    help="Continue the run in RUN_DIR from its last.h5.",
+)
+@click.option("--quiet", "-q", is_flag=True, help="Print only the final result.")
+@device_option
+@_handle_errors
+def fit(config, overrides, print_config, force, resume, quiet, device):
+    """Train the network CONFIG describes."""
+    cfg = _load(config, overrides)
+    if print_config:
+        from .config import dump_config
+
+        click.echo(dump_config(cfg), nl=False)
+        return
+    from .workflow import fit_command
+
+    progress = not quiet and sys.stderr.isatty()
+    log = (lambda line: None) if quiet else _echo
+    result, test = fit_command(
+        cfg, force=force, resume=resume, progress=progress, log=log, device=device
+    )
+    best = (
+        ""
+        if result.best_value is None
+        else f"; best {result.best_metric} {result.best_value:.4f} (epoch {result.best_epoch})"
+    )
+    click.echo(f"run folder: {result.run_dir}{best}")
+    if test is not None and test.get("accuracy") is not None:
+        click.echo(
+            f"test accuracy: {test['accuracy']:.4f} ({test['stats']} statistics, {test['n_examples']} examples)"
+        )
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@set_option
+@_handle_errors
+def check(config, overrides):
+    """Validate CONFIG and its data, and print the network without training."""
+    from .workflow import check_command
+
+    rows = check_command(_load(config, overrides))
+    width = max(len(r.name) for r in rows)
+    twidth = max(len(r.type) for r in rows)
+    click.echo(f"{'layer':<{width}}  {'type':<{twidth}}  {'output shape':<18}  params")
+    for r in rows:
+        shape = "(" + ", ".join("N" if d is None else str(d) for d in r.output_shape) + ")"
+        click.echo(f"{r.name:<{width}}  {r.type:<{twidth}}  {shape:<18}  {r.params}")
+    click.echo(f"total parameters: {sum(r.params for r in rows)}")
+
+
+@main.command("eval")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option(
+    "--data",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="HDF5/NPZ file with examples and labels (default: the config's test set, else val).",
+)
+@click.option(
+    "--x-key", default="X", show_default=True, help="Name of the examples array in --data."
+)
+@click.option("--y-key", default="y", show_default=True, help="Name of the labels array in --data.")
+@click.option(
+    "--stats",
+    type=click.Choice(["population", "ema", "batch"]),
+    default=None,
+    help="Batch-norm statistics: recomputed whole-training-set (population; "
+    "default when present), training's moving averages (ema), or each "
+    "batch's own (batch; results depend on the batch size).",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Examples per batch (default: the training batch size).",
+)
+@click.option(
+    "--predictions",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="OUT.npz",
+    help="Write probabilities, predicted classes (and labels) to OUT.npz.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the metrics as JSON (and nothing else) on stdout.",
+)
+@device_option
+@_handle_errors
+def eval_command(checkpoint, data, x_key, y_key, stats, batch_size, predictions, as_json, device):
+    """Evaluate CHECKPOINT on a dataset."""
+    from .evaluate import evaluate_command
+
+    m = evaluate_command(
+        checkpoint,
+        data=data,
+        x_key=x_key,
+        y_key=y_key,
+        stats=stats,
+        batch_size=batch_size,
+        predictions=predictions,
+        device=device,
+        warn=lambda line: click.echo(line, err=True),
+    )
+    if as_json:
+        import json
+
+        click.echo(json.dumps(m))
+        return
+    click.echo(f"checkpoint: {m['checkpoint']} (epoch {m['epoch']})")
+    click.echo(f"data: {m['data']} ({m['n_examples']} examples)")
+    click.echo(f"stats: {m['stats']}")
+    if m["has_labels"]:
+        click.echo(f"loss: {m['loss']:.4f}")
+        click.echo(f"accuracy: {m['accuracy']:.4f}")
+    else:
+        click.echo("no labels: loss and accuracy not computed")
+    if predictions is not None:
+        click.echo(f"predictions: {predictions}")
+
+
+@main.command("recompute-stats")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option(
+    "--data",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="HDF5/NPZ file with the examples (default: the training set named in the "
+    "checkpoint's config).",
+)
+@click.option(
+    "--x-key", default="X", show_default=True, help="Name of the examples array in --data."
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Examples per batch (default: the training batch size).",
+)
+@click.option(
+    "--estimator",
+    type=click.Choice(["population", "batch-mean"]),
+    default="population",
+    show_default=True,
+    help="Exact whole-set mean and biased variance (population), or Ioffe & Szegedy's "
+    "mean of batch means and of unbiased batch variances (batch-mean).",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["batch", "layerwise"]),
+    default="batch",
+    show_default=True,
+    help="One pass with batch statistics in every layer (batch), or settle layers in "
+    "order, upstream layers using their recomputed statistics (layerwise).",
+)
+@click.option(
+    "--output",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="FILE",
+    help="Write the result to FILE (default: update CHECKPOINT in place, atomically).",
+)
+@device_option
+@click.option("--quiet", "-q", is_flag=True, help="Print only the final line; no progress bar.")
+@_handle_errors
+def recompute_stats(checkpoint, data, x_key, batch_size, estimator, mode, output, device, quiet):
+    """Recompute CHECKPOINT's batch-norm statistics over the whole training set."""
+    from .bnstats import recompute_stats_command
+
+    r = recompute_stats_command(
+        checkpoint,
+        data=data,
+        x_key=x_key,
+        batch_size=batch_size,
+        estimator=estimator,
+        mode=mode,
+        output=output,
+        device=device,
+        progress=not quiet and sys.stderr.isatty(),
+    )
+    if not quiet:
+        width = max(len("layer"), *(len(row.name) for row in r.layers))
+        click.echo(
+            f"{'layer':<{width}}  {'values/ch':>10}  {'mean diff max':>13}  "
+            f"{'mean':>8}  {'std diff max':>12}  {'mean':>8}"
+        )
+        for row in r.layers:
+            click.echo(
+                f"{row.name:<{width}}  {row.count:>10}  {row.mean_rel_diff_max:>13.4g}  "
+                f"{row.mean_rel_diff_mean:>8.4g}  {row.std_rel_diff_max:>12.4g}  "
+                f"{row.std_rel_diff_mean:>8.4g}"
+            )
+        click.echo("(moving averages vs recomputed statistics, relative to the recomputed std)")
+    a = r.attrs
+    passes = f"{r.passes} pass" + ("es" if r.passes != 1 else "")
+    click.echo(
+        f"wrote /bn_stats ({a['estimator']}, {a['mode']} mode, {a['n_examples']} examples, "
+        f"{passes}) to {r.output}; report: {r.json_path}"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

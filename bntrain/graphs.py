@@ -1,0 +1,103 @@
+"""The PyTensor functions the tool compiles: one training step and prediction.
+
+Everything symbolic that the CLI runs is built here, from a
+:class:`~bntrain.model.Network`, a training config and a
+:class:`~bntrain.backend.Runtime`.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+
+from .nn import layers as L
+from .nn import objectives, regularization, updates
+
+__all__ = ["TrainStep", "build_train_step", "build_predict"]
+
+
+@dataclass
+class TrainStep:
+    """A compiled training step and the state it updates.
+
+    Attributes
+    ----------
+    fn : callable
+        ``fn(x, y) -> (loss, accuracy)``; applies the updates.
+    lr : SharedVariable
+        The learning rate (float32 scalar), set before each step by the schedule.
+    optimizer_state : OrderedDict
+        Optimizer slots by name.
+    """
+
+    fn: object
+    lr: object
+    optimizer_state: OrderedDict
+
+
+def _optimizer_updates(opt, loss, params, lr, regularizable):
+    f32 = np.float32
+    grads = pytensor.grad(loss, params)
+    if opt.grad_clip_norm is not None:
+        grads = updates.total_norm_constraint(grads, f32(opt.grad_clip_norm))
+    if opt.name == "sgd":
+        return updates.sgd(grads, params, lr)
+    if opt.name == "momentum":
+        return updates.momentum(grads, params, lr, momentum=f32(opt.momentum))
+    if opt.name == "nesterov":
+        return updates.nesterov_momentum(grads, params, lr, momentum=f32(opt.momentum))
+    if opt.name == "rmsprop":
+        return updates.rmsprop(grads, params, lr, epsilon=f32(opt.epsilon))
+    if opt.name in ("adam", "adamw"):
+        ups = updates.adam(
+            grads, params, lr, beta1=f32(opt.beta1), beta2=f32(opt.beta2), epsilon=f32(opt.epsilon)
+        )
+        if opt.name == "adamw" and opt.weight_decay > 0:
+            decayed = [p for p in params if p in regularizable]
+            ups = updates.apply_weight_decay(ups, decayed, lr, f32(opt.weight_decay))
+        return ups
+    raise ValueError(f"unknown optimizer {opt.name!r}")
+
+
+def build_train_step(network, training, mode: str) -> TrainStep:
+    """Compile the training step for ``network`` with the ``training`` config section.
+
+    The loss is the mean categorical cross-entropy; ``weight_decay`` adds
+    ``weight_decay / 2 * sum(W**2)`` over regularizable parameters (so the
+    gradient gets ``weight_decay * W``, PyTorch's convention) except for
+    ``adamw``, which decays decoupled from the gradient.  With
+    ``nan_policy: skip`` every update is guarded so that a step with a
+    non-finite loss changes nothing.
+    """
+    x = network.input_layer.input_var
+    y = pt.ivector("y")
+    out, layer_updates = L.get_output(network.output_layer, return_updates=True)
+    loss = objectives.categorical_crossentropy(out, y).mean()
+    acc = objectives.categorical_accuracy(out, y).mean(dtype=pytensor.config.floatX)
+    opt = training.optimizer
+    cost = loss
+    if opt.weight_decay > 0 and opt.name != "adamw":
+        penalty = regularization.regularize_network_params(network.output_layer, regularization.l2)
+        cost = loss + np.float32(opt.weight_decay / 2) * penalty
+    params = L.get_all_params(network.output_layer, trainable=True)
+    lr = pytensor.shared(np.float32(opt.lr), name="lr")
+    regularizable = set(L.get_all_params(network.output_layer, regularizable=True))
+    ups = _optimizer_updates(opt, cost, params, lr, regularizable)
+    state = updates.optimizer_state(ups, params)
+    ups.update(layer_updates)
+    if training.nan_policy == "skip":
+        ok = pt.isfinite(loss)
+        ups = OrderedDict((var, pt.switch(ok, new, var)) for var, new in ups.items())
+    fn = pytensor.function([x, y], [loss, acc], updates=ups, mode=mode)
+    return TrainStep(fn=fn, lr=lr, optimizer_state=state)
+
+
+def build_predict(network, mode: str):
+    """Compile ``predict(x) -> probabilities`` with batch norm in inference mode."""
+    x = network.input_layer.input_var
+    out = L.get_output(network.output_layer, deterministic=True)
+    return pytensor.function([x], out, mode=mode)

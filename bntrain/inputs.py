@@ -1,0 +1,91 @@
+"""The datasets a config names, opened and checked against the network.
+
+This module joins the config (which names datasets) and :mod:`bntrain.data`
+(which reads them): it picks train/val/test, carves ``val_split``, reshapes
+examples to ``model.input_shape`` and validates them before anything is
+compiled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .data import open_dataset, split_indices, validate_dataset
+from .errors import DataError
+
+__all__ = ["ConfigData", "open_config_data", "fit_input_shape", "validate_config_data"]
+
+
+@dataclass
+class ConfigData:
+    """The opened datasets of a config (``val`` and ``test`` may be ``None``)."""
+
+    train: object
+    val: object | None
+    test: object | None
+    input_shape: tuple[int, ...]
+
+    def close(self) -> None:
+        """Close every open file."""
+        for ds in (self.train, self.val, self.test):
+            if ds is not None:
+                ds.close()
+
+
+def fit_input_shape(ds, input_shape, where: str):
+    """Return ``ds`` viewed with examples of ``input_shape`` (same size), or raise DataError."""
+    input_shape = tuple(input_shape)
+    if tuple(ds.example_shape) == input_shape:
+        return ds
+    if int(np.prod(ds.example_shape)) == int(np.prod(input_shape)):
+        return ds.reshape_examples(input_shape)
+    raise DataError(
+        f"{where}: examples have shape {list(ds.example_shape)} but model.input_shape is "
+        f"{list(input_shape)}; fix model.input_shape or the data"
+    )
+
+
+def open_config_data(config, which=("train", "val", "test")) -> ConfigData:
+    """Open the datasets of ``config`` named in ``which``, reshaped to the input shape.
+
+    Raises
+    ------
+    DataError
+        If a file is missing or unreadable, or its examples do not fit.
+    """
+    data = config.data
+    train = open_dataset(data.train, config.base_dir, "data.train")
+    input_shape = tuple(config.model.input_shape or train.example_shape)
+    train = fit_input_shape(train, input_shape, "data.train")
+    val = None
+    if data.val_split is not None and ("val" in which or "train" in which):
+        tr_idx, va_idx = split_indices(len(train), data.val_split, config.training.seed)
+        if len(tr_idx) == 0 or len(va_idx) == 0:
+            raise DataError(
+                f"data.val_split: {data.val_split} of {len(train)} examples leaves an empty split"
+            )
+        val = train.subset(va_idx)
+        train = train.subset(tr_idx)
+    elif data.val is not None and "val" in which:
+        val = fit_input_shape(
+            open_dataset(data.val, config.base_dir, "data.val"), input_shape, "data.val"
+        )
+    test = None
+    if data.test is not None and "test" in which:
+        test = fit_input_shape(
+            open_dataset(data.test, config.base_dir, "data.test"), input_shape, "data.test"
+        )
+    return ConfigData(train=train, val=val, test=test, input_shape=input_shape)
+
+
+def validate_config_data(cd: ConfigData, n_classes: int) -> None:
+    """Check labels and values of every opened dataset before training starts."""
+    for where, ds in (("data.train", cd.train), ("data.val", cd.val), ("data.test", cd.test)):
+        if ds is not None:
+            validate_dataset(ds, cd.input_shape, n_classes, where)
+            if where == "data.train" and not ds.has_labels:
+                raise DataError(
+                    f"data.train: '{ds.name}' has no labels; set data.train.y to the label array"
+                )

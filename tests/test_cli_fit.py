@@ -1,0 +1,259 @@
+"""`bntrain fit` and `bntrain check` end to end on tiny digits runs (CliRunner, temporary folders)."""
+
+import csv
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from bntrain.cli import main
+from bntrain.config import load_config
+from bntrain.errors import TrainingError
+from bntrain.train import METRICS_COLUMNS, fit
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One tiny run shared by the read-only tests below."""
+    from .conftest import TINY_MLP
+
+    folder = tmp_path_factory.mktemp("fit")
+    cfg = folder / "tiny.yaml"
+    cfg.write_text(TINY_MLP)
+    result = run("fit", cfg, "--quiet")
+    assert result.exit_code == 0, result.output
+    return folder, result
+
+
+def test_run_folder_contents(trained):
+    folder, result = trained
+    run_dir = folder / "run"
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        "best.bn_stats.json",
+        "best.h5",
+        "config.yaml",
+        "last.bn_stats.json",
+        "last.h5",
+        "metrics.csv",
+    ]
+    assert f"run folder: {run_dir}" in result.output
+    assert "test accuracy: " in result.output
+
+
+def test_metrics_csv_has_a_row_per_epoch(trained):
+    folder, _ = trained
+    with open(folder / "run" / "metrics.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert list(rows[0].keys()) == METRICS_COLUMNS
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert int(rows[1]["step"]) == 2 * (1258 // 64)  # shuffled: the last partial batch is dropped
+    for r in rows:
+        assert 0 <= float(r["val_acc"]) <= 1 and float(r["train_loss"]) > 0
+        assert float(r["samples_per_sec"]) > 0
+
+
+def test_run_config_is_resolved_and_loads_again(trained):
+    folder, _ = trained
+    text = (folder / "run" / "config.yaml").read_text()
+    run_info = yaml.safe_load(text)["run"]
+    assert run_info["seed"] == 3 and run_info["backend"] == "numba" and run_info["device"] == "cpu"
+    assert set(run_info["versions"]) >= {"bntrain", "pytensor", "jax", "numpy", "python"}
+    again = load_config(folder / "run" / "config.yaml")
+    assert again.training.optimizer.lr == 0.05 and again.model.batch_norm.alpha == 0.1
+
+
+def test_checkpoints_carry_population_statistics(trained):
+    folder, _ = trained
+    with h5py.File(folder / "run" / "best.h5", "r") as f:
+        assert set(f["bn_stats"].keys()) == {"dense1_bn", "dense2_bn"}
+        assert f["bn_stats/dense1_bn/var"].shape == (16,)
+        assert f.attrs["epoch"] in (1, 2)
+    with h5py.File(folder / "run" / "last.h5", "r") as f:
+        assert f.attrs["epoch"] == 2
+
+
+def test_existing_run_folder_is_never_overwritten(trained):
+    folder, _ = trained
+    before = (folder / "run" / "last.h5").read_bytes()
+    result = run("fit", folder / "tiny.yaml", "--quiet")
+    assert result.exit_code == 2
+    assert result.output == (
+        f"Error: run folder '{folder / 'run'}' already exists; pass --force to replace it, "
+        f"or --resume {folder / 'run'} to continue it\n"
+    )
+    assert (folder / "run" / "last.h5").read_bytes() == before
+
+
+def test_check_prints_layers_without_training(trained):
+    folder, _ = trained
+    result = run("check", folder / "tiny.yaml")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0].split() == ["layer", "type", "output", "shape", "params"]
+    assert lines[2].split() == ["dense1", "DenseLayer", "(N,", "16)", str(64 * 16)]
+    assert lines[3].split() == ["dense1_bn", "BatchNormLayer", "(N,", "16)", str(4 * 16)]
+    assert lines[-1] == f"total parameters: {64 * 16 + 64 + 16 * 12 + 48 + 12 * 10 + 10}"
+
+
+def test_print_config_fills_defaults(tiny_config_file):
+    result = run("fit", tiny_config_file, "--print-config", "--set", "training.optimizer.lr=1e-3")
+    assert result.exit_code == 0
+    printed = yaml.safe_load(result.output)
+    assert printed["training"]["optimizer"]["lr"] == 0.001
+    assert printed["training"]["nan_policy"] == "stop"
+    assert not (tiny_config_file.parent / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["fit", "missing.yaml"], 2, "Error: config file 'missing.yaml' not found"),
+        (
+            ["fit", "{cfg}", "--set", "training.optimizer.lrr=0.1"],
+            2,
+            "Error: --set training.optimizer.lrr=0.1: unknown key (did you mean 'lr'?)",
+        ),
+        (
+            ["fit", "{cfg}", "--set", "training.batch_size=5000"],
+            2,
+            "Error: data.train: 1258 examples are fewer than training.batch_size (5000); "
+            "lower training.batch_size",
+        ),
+        (
+            ["fit", "{cfg}", "--set", "model.input_shape=[1, 9, 9]"],
+            2,
+            "Error: data.train: examples have shape [64] but model.input_shape is [1, 9, 9]; "
+            "fix model.input_shape or the data",
+        ),
+        (
+            ["fit", "{cfg}", "--device", "gpu"],
+            2,
+            "Error: device gpu requested but JAX sees no GPU; install the CUDA plugin with "
+            "pip install 'bntrain[gpu]', or use --device cpu",
+        ),
+        (
+            ["fit", "{cfg}", "--resume", "{dir}/nothing"],
+            2,
+            "Error: --resume: '{dir}/nothing/last.h5' not found; is '{dir}/nothing' a bntrain run folder?",
+        ),
+    ],
+)
+def test_errors_are_one_line_with_exit_code(tiny_config_file, args, code, message):
+    folder = tiny_config_file.parent
+    args = [a.format(cfg=tiny_config_file, dir=folder) for a in args]
+    result = run(*args)
+    assert result.exit_code == code
+    assert result.output == message.format(dir=folder) + "\n"
+    assert not (folder / "run").exists()
+
+
+def _arrays(path):
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(
+            lambda name, obj: (
+                out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
+            )
+        )
+        out["lr"] = f["optimizer"].attrs["lr"]
+        out["step"] = f.attrs["step"]
+    return {k: v for k, v in out.items() if not k.startswith("bn_stats")}
+
+
+def test_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
+    """4 epochs straight == 2 epochs, interrupted, resumed for 2 more (cosine schedule, dropout on)."""
+    from .conftest import TINY_MLP
+
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(TINY_MLP)
+    sets = ["training.epochs=4", "training.recompute_stats=false"]
+    straight = load_config(cfg_path, [*sets, "output.dir=straight"])
+    fit(straight)
+
+    def interrupt_after_epoch_2(line):
+        if line.startswith("epoch 2/4"):
+            raise KeyboardInterrupt
+
+    broken = load_config(cfg_path, [*sets, "output.dir=broken"])
+    with pytest.raises(KeyboardInterrupt):
+        fit(broken, log=interrupt_after_epoch_2)
+    result = run(
+        "fit",
+        cfg_path,
+        "--quiet",
+        *[f"--set={s}" for s in sets],
+        "--set",
+        "output.dir=broken",
+        "--resume",
+        tmp_path / "broken",
+    )
+    assert result.exit_code == 0, result.output
+    a, b = _arrays(tmp_path / "straight" / "last.h5"), _arrays(tmp_path / "broken" / "last.h5")
+    assert sorted(a) == sorted(b)
+    assert any(k.startswith("optimizer/") for k in a)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    with open(tmp_path / "broken" / "metrics.csv") as fh:
+        assert [r["epoch"] for r in csv.DictReader(fh)] == ["1", "2", "3", "4"]
+
+
+def test_resume_refuses_a_different_config(tmp_path):
+    from .conftest import TINY_MLP
+
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(TINY_MLP)
+    fit(load_config(cfg_path, ["training.epochs=1", "training.recompute_stats=false"]))
+    result = run(
+        "fit",
+        cfg_path,
+        "--quiet",
+        "--set",
+        "training.optimizer.lr=0.1",
+        "--resume",
+        tmp_path / "run",
+    )
+    assert result.exit_code == 2
+    assert result.output == (
+        "Error: --resume: the config differs from the run's at training.optimizer.lr "
+        "(run: 0.05, now: 0.1); only training.epochs may change when resuming\n"
+    )
+
+
+def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    import bntrain.train as T
+
+    real = T.build_train_step
+
+    def poisoned(*args, **kwargs):
+        step = real(*args, **kwargs)
+        calls = {"n": 0}
+        inner = step.fn
+
+        def fn(x, y):
+            calls["n"] += 1
+            loss, acc = inner(x, y)
+            return (np.float32("nan") if calls["n"] == 25 else loss), acc
+
+        step.fn = fn
+        return step
+
+    monkeypatch.setattr(T, "build_train_step", poisoned)
+    from .conftest import TINY_MLP
+
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(TINY_MLP)
+    with pytest.raises(TrainingError) as e:
+        fit(load_config(cfg_path, ["training.epochs=3"]))
+    last = tmp_path / "run" / "last.h5"
+    assert str(e.value) == (
+        f"loss became NaN/Inf at epoch 2, step 25; training stopped and the last good checkpoint is "
+        f"'{last}'; try a lower training.optimizer.lr or training.optimizer.grad_clip_norm"
+    )
+    with h5py.File(last, "r") as f:
+        assert f.attrs["epoch"] == 1
