@@ -461,13 +461,13 @@ class HDF5Dataset(Dataset):
             arrays = _h5_arrays(self._file)
             raise DataError(
                 f"{where}: '{shown}' has no array '{key}' (arrays: {_listing(arrays)}); "
-                f"set {where}.{field}"
+                f"{_hint_for(where, field)}"
             )
         if not isinstance(obj, h5py.Dataset):
             arrays = _h5_arrays(self._file)
             raise DataError(
                 f"{where}: '{key}' in '{shown}' is a group, not an array "
-                f"(arrays: {_listing(arrays)}); set {where}.{field}"
+                f"(arrays: {_listing(arrays)}); {_hint_for(where, field)}"
             )
         if obj.is_virtual or obj.external:
             raise DataError(
@@ -517,6 +517,11 @@ def _h5_arrays(f: Any) -> list[str]:
     except (OSError, RuntimeError, KeyError):
         pass
     return names
+
+
+def _hint_for(where: str, field: str) -> str:
+    """How to name another array: a config key, or the command's ``--x-key``/``--y-key`` option."""
+    return f"use --{field}-key" if where.startswith("--") else f"set {where}.{field}"
 
 
 def _listing(names: list[str]) -> str:
@@ -576,7 +581,7 @@ def _open_npz(path: Path, shown: str, x_key: str, y_key: str | None, where: str)
             if key not in members:
                 raise DataError(
                     f"{where}: '{shown}' has no array '{key}' (arrays: {_listing(names)}); "
-                    f"set {where}.{field}"
+                    f"{_hint_for(where, field)}"
                 )
             info = members[key]
             try:

@@ -1,0 +1,604 @@
+"""``recompute-stats``: exact whole-training-set batch-norm statistics.
+
+After training, the moving averages a :class:`~bntrain.nn.layers.BatchNormLayer`
+stores lag the final weights (or are noisy).  This module streams the training
+set through the frozen network once per *pass* and computes, per channel of
+every batch-norm layer, the statistics of the values the layer receives:
+
+``estimator='population'``
+    The exact mean and exact biased variance over every value of the pass,
+    accumulated per batch as ``(count, mean, M2)`` in float64 and merged with
+    Chan et al.'s parallel formula (never ``E[x^2] - E[x]^2``).
+``estimator='batch-mean'``
+    Ioffe & Szegedy's Algorithm 2: the unweighted mean of the batch means and
+    the unweighted mean of the unbiased batch variances ``m/(m-1) var_B``.
+
+``mode='batch'`` makes one pass in which every layer normalizes with its own
+batch statistics, as in training (PreciseBN, ``torch.optim.swa_utils.update_bn``).
+``mode='layerwise'`` settles the layers in topological order: the statistics
+of a layer are gathered while every batch-norm layer upstream of it already
+uses its recomputed population statistics.  See ``docs/bnstats.md``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+
+from .nn import layers as L
+from .stats import RunningMoments
+
+__all__ = [
+    "ESTIMATORS",
+    "MODES",
+    "BnLayerStats",
+    "BnStatsResult",
+    "LayerReport",
+    "RecomputeReport",
+    "bn_levels",
+    "compute_bn_stats",
+    "recompute_stats_command",
+    "report_rows",
+    "report_path_for",
+]
+
+ESTIMATORS = ("population", "batch-mean")
+MODES = ("batch", "layerwise")
+
+
+@dataclass
+class BnLayerStats:
+    """Recomputed statistics of one batch-norm layer.
+
+    Attributes
+    ----------
+    mean, var : ndarray of float64
+        Per channel (shape of the layer's ``mean`` parameter); ``var`` is the
+        biased population variance (``population``) or Algorithm 2's
+        unbiased estimate (``batch-mean``).
+    count : int
+        Values seen per channel (``N*H*W`` summed over the pass for a conv layer).
+    """
+
+    mean: np.ndarray
+    var: np.ndarray
+    count: int
+
+
+class BnStatsResult(dict):
+    """``{bn layer name: BnLayerStats}`` in topological order, plus the number of passes.
+
+    Attributes
+    ----------
+    passes : int
+        How many times the data was streamed through the network.
+    n_examples : int
+        Examples per pass.
+    """
+
+    def __init__(self, *args, passes: int = 0, n_examples: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.passes = passes
+        self.n_examples = n_examples
+
+
+# --------------------------------------------------------------------------- accumulators
+
+
+class _Population:
+    """Per-channel ``(count, mean, M2)`` in float64, merged with Chan et al.'s formula."""
+
+    def __init__(self):
+        self.moments = None
+
+    def add(self, count: int, mean: np.ndarray, m2: np.ndarray) -> None:
+        batch = RunningMoments.from_moments(count, mean, m2)
+        if self.moments is None:
+            self.moments = batch
+        else:
+            self.moments.merge(batch)
+
+    def result(self) -> BnLayerStats:
+        m = self.moments
+        return BnLayerStats(m.mean, m.var, int(m.count))
+
+
+class _BatchMean:
+    """Algorithm 2: unweighted means of batch means and of unbiased batch variances."""
+
+    def __init__(self):
+        self.count = 0
+        self.batches = 0
+        self.var_batches = 0
+        self.sum_mean = None
+        self.sum_var = None
+
+    def add(self, count: int, mean: np.ndarray, m2: np.ndarray) -> None:
+        if count == 0:
+            return
+        mean = np.asarray(mean, dtype=np.float64)
+        m2 = np.asarray(m2, dtype=np.float64)
+        if self.sum_mean is None:
+            self.sum_mean = np.zeros_like(mean)
+            self.sum_var = np.zeros_like(mean)
+        self.count += count
+        self.batches += 1
+        self.sum_mean += mean
+        if count > 1:  # a batch of one value per channel has no variance estimate
+            self.var_batches += 1
+            self.sum_var += m2 / (count - 1)
+
+    def result(self) -> BnLayerStats:
+        var = self.sum_var / self.var_batches if self.var_batches else np.zeros_like(self.sum_mean)
+        return BnLayerStats(self.sum_mean / self.batches, var, int(self.count))
+
+
+_ACCUMULATORS = {"population": _Population, "batch-mean": _BatchMean}
+
+
+# --------------------------------------------------------------------------- graph
+
+
+def bn_levels(bn_layers) -> list[list]:
+    """Group batch-norm layers into passes for ``mode='layerwise'``.
+
+    A layer's level is 0 when no batch-norm layer is upstream of it, else one
+    more than the highest level upstream; layers of one level do not depend
+    on each other and are settled in the same pass.
+
+    Parameters
+    ----------
+    bn_layers : list of BatchNormLayer
+        In topological order.
+
+    Returns
+    -------
+    list of list of BatchNormLayer
+        One list per pass, in order.
+    """
+    bn_set = set(bn_layers)
+    level: dict = {}
+    for bn in bn_layers:
+        upstream = [lay for lay in L.get_all_layers(bn)[:-1] if lay in bn_set]
+        level[bn] = 1 + max((level[u] for u in upstream), default=-1)
+    groups: list[list] = [[] for _ in range(max(level.values(), default=-1) + 1)]
+    for bn in bn_layers:
+        groups[level[bn]].append(bn)
+    return groups
+
+
+def _host_reduce(mode_name: str) -> bool:
+    """Whether per-batch reductions run on the host (JAX has no float64 without x64)."""
+    return str(mode_name).upper() == "JAX"
+
+
+def _compile_pass(network, targets, settled, mode_name: str):
+    """Compile ``f(x)`` giving, per target layer, what its accumulator needs.
+
+    In graph reduction (Numba, C...) the outputs are, per target, the float64
+    batch mean, the float64 ``M2`` (two-pass) and the input's shape; with JAX,
+    the raw float32 inputs.
+    """
+    x = network.input_layer.input_var
+    sources = [bn.input_layer for bn in targets]
+    kwargs = {}
+    if any(isinstance(layer, L.BatchNormLayer) for layer in L.get_all_layers(sources)):
+        kwargs["batch_norm_use_averages"] = frozenset(settled) if settled else False
+        kwargs["batch_norm_update_averages"] = False
+    inputs = L.get_output(sources, deterministic=True, **kwargs)
+    outputs = []
+    if _host_reduce(mode_name):
+        outputs = list(inputs)
+    else:
+        for bn, act in zip(targets, inputs, strict=True):
+            x64 = pt.cast(act, "float64")
+            mean = pt.mean(x64, axis=bn.axes)
+            centered = x64 - bn._broadcast(mean, x64)
+            m2 = pt.sum(pt.sqr(centered), axis=bn.axes)
+            outputs.extend([mean, m2, act.shape])
+    return pytensor.function([x], outputs, mode=mode_name)
+
+
+def _batch_moments(bn, outs, i: int, host: bool):
+    """``(count, mean, M2)`` of target ``i`` from a compiled pass's outputs."""
+    if host:
+        moments = RunningMoments(bn.param_shape)
+        moments.update(np.asarray(outs[i]), axes=bn.axes)
+        return int(moments.count), moments.mean, moments.M2
+    mean, m2, shape = outs[3 * i], outs[3 * i + 1], outs[3 * i + 2]
+    count = int(np.prod([int(shape[a]) for a in bn.axes]))
+    return count, np.asarray(mean), np.asarray(m2)
+
+
+def _batches(ds, preprocess, batch_size: int):
+    n = len(ds)
+    for start in range(0, n, batch_size):
+        x, _ = ds.read(slice(start, min(start + batch_size, n)))
+        if preprocess is not None:
+            x = preprocess.apply(x)
+        yield np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _check_choice(value, choices, what: str) -> None:
+    if value not in choices:
+        raise ValueError(f"compute_bn_stats: {what} must be one of {list(choices)}, got {value!r}")
+
+
+def compute_bn_stats(
+    network,
+    ds,
+    preprocess,
+    batch_size: int,
+    *,
+    estimator: str = "population",
+    mode: str = "batch",
+    mode_name: str = "NUMBA",
+    progress: bool = False,
+) -> BnStatsResult:
+    """Stream ``ds`` through ``network`` and compute whole-set batch-norm statistics.
+
+    Dropout is off, the data are read in stored order in batches of
+    ``batch_size`` (the last partial batch included), and nothing about the
+    network is changed: in ``layerwise`` mode the recomputed statistics are
+    loaded into the settled layers' ``mean``/``inv_std`` only while the next
+    pass runs, and the original values are restored afterwards.
+
+    Parameters
+    ----------
+    network : bntrain.model.Network
+        The network, with its trained parameters loaded.
+    ds : Dataset
+        Anything with ``len(ds)`` and ``ds.read(slice) -> (x, y)``, examples
+        already of the network's input shape.
+    preprocess : Preprocessor or None
+        Applied to every batch (``preprocess.apply(x)``).
+    batch_size : int
+        Examples per batch (>= 1).
+    estimator : {'population', 'batch-mean'}
+        See the module docstring.
+    mode : {'batch', 'layerwise'}
+        See the module docstring.
+    mode_name : str
+        The PyTensor mode to compile with (``'NUMBA'``, ``'C'``, ``'JAX'``...).
+    progress : bool
+        Show a tqdm progress bar (examples/s) on stderr.
+
+    Returns
+    -------
+    BnStatsResult
+        ``{layer name: BnLayerStats}`` in topological order, with ``passes``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown estimator or mode, a batch size below 1, a network
+        without batch-norm layers, or an empty dataset.
+    """
+    _check_choice(estimator, ESTIMATORS, "estimator")
+    _check_choice(mode, MODES, "mode")
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
+        raise ValueError(
+            f"compute_bn_stats: batch_size must be an integer >= 1, got {batch_size!r}"
+        )
+    bns = list(network.bn_layers)
+    if not bns:
+        raise ValueError("compute_bn_stats: the network has no batch-norm layers")
+    n = len(ds)
+    if n == 0:
+        raise ValueError("compute_bn_stats: the dataset has no examples")
+    groups = [bns] if mode == "batch" else bn_levels(bns)
+    host = _host_reduce(mode_name)
+    found: dict = {}
+    saved = {bn: (bn.mean.get_value(), bn.inv_std.get_value()) for bn in bns}
+    bar = _progress_bar(progress, n * len(groups))
+    try:
+        settled: list = []
+        for p, targets in enumerate(groups):
+            if bar is not None:
+                bar.set_description(f"pass {p + 1}/{len(groups)}")
+            fn = _compile_pass(network, targets, settled, mode_name)
+            accs = [_ACCUMULATORS[estimator]() for _ in targets]
+            for x in _batches(ds, preprocess, batch_size):
+                outs = fn(x)
+                for i, (bn, acc) in enumerate(zip(targets, accs, strict=True)):
+                    acc.add(*_batch_moments(bn, outs, i, host))
+                if bar is not None:
+                    bar.update(len(x))
+            for bn, acc in zip(targets, accs, strict=True):
+                found[bn] = acc.result()
+            if mode == "layerwise" and p + 1 < len(groups):
+                for bn in targets:
+                    _load_population(bn, found[bn])
+                settled.extend(targets)
+    finally:
+        for bn, (mean, inv_std) in saved.items():
+            bn.mean.set_value(mean)
+            bn.inv_std.set_value(inv_std)
+        if bar is not None:
+            bar.close()
+    return BnStatsResult(((bn.name, found[bn]) for bn in bns), passes=len(groups), n_examples=n)
+
+
+def _load_population(bn, stats: BnLayerStats) -> None:
+    """Put recomputed statistics into ``bn``'s ``mean`` and ``inv_std`` (float32)."""
+    eps = float(bn.epsilon)
+    bn.mean.set_value(stats.mean.astype(bn.mean.dtype))
+    bn.inv_std.set_value((1.0 / np.sqrt(stats.var + eps)).astype(bn.inv_std.dtype))
+
+
+def _progress_bar(enabled: bool, total: int):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit="ex", unit_scale=True, file=sys.stderr, leave=False)
+
+
+# --------------------------------------------------------------------------- report
+
+
+@dataclass
+class LayerReport:
+    """How far one layer's training moving averages were from the recomputed statistics.
+
+    Differences are relative to the recomputed ``std = sqrt(var + epsilon)``:
+    ``|mean_ema - mean| / std`` and ``|1/inv_std_ema - std| / std``, per
+    channel, then the maximum and the mean over channels.
+    """
+
+    name: str
+    count: int
+    mean_rel_diff_max: float
+    mean_rel_diff_mean: float
+    std_rel_diff_max: float
+    std_rel_diff_mean: float
+
+
+@dataclass
+class RecomputeReport:
+    """What ``recompute-stats`` did.
+
+    Attributes
+    ----------
+    checkpoint : Path
+        The source checkpoint.
+    output : Path
+        The checkpoint written (``checkpoint`` itself when updated in place).
+    json_path : Path
+        The JSON report written next to ``output``.
+    attrs : dict
+        The attributes written on ``/bn_stats``.
+    passes : int
+        Passes over the data.
+    layers : list of LayerReport
+    """
+
+    checkpoint: Path
+    output: Path
+    json_path: Path
+    attrs: dict
+    passes: int
+    layers: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """A JSON-ready dictionary."""
+        return {
+            "checkpoint": str(self.checkpoint),
+            "output": str(self.output),
+            "passes": self.passes,
+            "attrs": dict(self.attrs),
+            "layers": [asdict(row) for row in self.layers],
+        }
+
+
+def report_rows(network, stats) -> list[LayerReport]:
+    """Compare each layer's stored moving averages with recomputed statistics.
+
+    Parameters
+    ----------
+    network : bntrain.model.Network
+        Its batch-norm layers hold training's moving averages.
+    stats : dict
+        ``{layer name: BnLayerStats}``.
+    """
+    rows = []
+    for bn in network.bn_layers:
+        s = stats[bn.name]
+        std = np.sqrt(s.var + float(bn.epsilon))
+        ema_mean = bn.mean.get_value().astype(np.float64)
+        with np.errstate(divide="ignore"):
+            ema_std = 1.0 / bn.inv_std.get_value().astype(np.float64)
+        dm = np.abs(ema_mean - s.mean) / std
+        ds = np.abs(ema_std - std) / std
+        rows.append(
+            LayerReport(
+                name=bn.name,
+                count=int(s.count),
+                mean_rel_diff_max=float(np.max(dm)),
+                mean_rel_diff_mean=float(np.mean(dm)),
+                std_rel_diff_max=float(np.max(ds)),
+                std_rel_diff_mean=float(np.mean(ds)),
+            )
+        )
+    return rows
+
+
+def report_path_for(checkpoint) -> Path:
+    """``<folder>/<stem>.bn_stats.json`` for a checkpoint path."""
+    path = Path(checkpoint)
+    return path.with_name(f"{path.stem}.bn_stats.json")
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    from .errors import CheckpointError
+
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=folder)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write '{path}': {exc.strerror or exc}") from None
+
+
+# --------------------------------------------------------------------------- command
+
+
+def _open_data_file(data, x_key: str, input_shape):
+    """Open ``--data`` and view its examples with the network's input shape."""
+    from .data import open_dataset
+    from .errors import DataError
+
+    ds = open_dataset({"path": str(data), "x": x_key, "y": None}, Path.cwd(), "--data")
+    shape = tuple(ds.example_shape)
+    if shape == tuple(input_shape):
+        return ds
+    if int(np.prod(shape)) == int(np.prod(input_shape)):
+        return ds.reshape_examples(tuple(input_shape))
+    ds.close()
+    raise DataError(
+        f"--data: '{data}' has examples of shape {list(shape)} but the checkpoint's network "
+        f"takes examples of shape {list(input_shape)}"
+    )
+
+
+def recompute_stats_command(
+    checkpoint,
+    *,
+    data=None,
+    x_key: str = "X",
+    batch_size: int | None = None,
+    estimator: str = "population",
+    mode: str = "batch",
+    output=None,
+    device: str | None = None,
+    progress: bool = False,
+) -> RecomputeReport:
+    """Recompute a checkpoint's batch-norm statistics and store them under ``/bn_stats``.
+
+    Parameters
+    ----------
+    checkpoint : path-like
+        The checkpoint to start from.
+    data : path-like, optional
+        An HDF5/NPZ file with the examples under ``x_key``; default: the
+        training set named in the checkpoint's config (after its
+        ``val_split``, if any).
+    x_key : str
+        Name of the example array in ``data``.
+    batch_size : int, optional
+        Default: the config's ``training.batch_size``.
+    estimator : {'population', 'batch-mean'}
+    mode : {'batch', 'layerwise'}
+    output : path-like, optional
+        Write a new checkpoint here; default: update ``checkpoint`` in place
+        (atomically).  The moving averages are never changed.
+    device : {'auto', 'cpu', 'gpu'}, optional
+        Overrides the config's device.
+    progress : bool
+        Show a progress bar on stderr.
+
+    Returns
+    -------
+    RecomputeReport
+        Also saved as JSON next to the written checkpoint.
+
+    Raises
+    ------
+    CheckpointError
+        A missing or damaged checkpoint, or one without batch-norm layers.
+    DataError
+        A data file that is missing, lacks ``x_key`` or does not fit the network.
+    UsageError
+        A bad option value.
+    """
+    from .backend import resolve_runtime
+    from .checkpoint import write_bn_stats
+    from .errors import CheckpointError, UsageError
+    from .inputs import open_config_data
+    from .restore import ckpt_input_shape, restore
+
+    if estimator not in ESTIMATORS:
+        raise UsageError(f"--estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
+    if mode not in MODES:
+        raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
+    if batch_size is not None and batch_size < 1:
+        raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
+    checkpoint = Path(checkpoint)
+    restored = restore(checkpoint)
+    network, config = restored.network, restored.config
+    if not network.bn_layers:
+        raise CheckpointError(f"'{checkpoint}' has no batch-norm layers; nothing to recompute")
+    runtime = resolve_runtime(config.backend, device or config.device)
+    batch_size = int(batch_size or config.training.batch_size)
+    if data is not None:
+        ds = _open_data_file(data, x_key, ckpt_input_shape(restored.ckpt))
+        data_name = str(data)
+    else:
+        cd = open_config_data(config, which=("train",))
+        ds = cd.train
+        data_name = "config:data.train"
+    try:
+        if len(ds) == 0:
+            from .errors import DataError
+
+            raise DataError(f"{data_name}: no examples to compute statistics from")
+        stats = compute_bn_stats(
+            network,
+            ds,
+            restored.preprocess,
+            batch_size,
+            estimator=estimator,
+            mode=mode,
+            mode_name=runtime.mode,
+            progress=progress,
+        )
+        sha = ds.sha256()
+    finally:
+        ds.close()
+    attrs = {
+        "estimator": estimator,
+        "mode": mode,
+        "n_examples": int(stats.n_examples),
+        "batch_size": batch_size,
+        "data_sha256": sha,
+        "computed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "source": str(checkpoint.resolve()),
+        "data": data_name,
+        "passes": int(stats.passes),
+    }
+    out_path = Path(output) if output is not None else checkpoint
+    write_bn_stats(
+        checkpoint,
+        {name: (s.mean, s.var) for name, s in stats.items()},
+        attrs,
+        output=out_path,
+    )
+    report = RecomputeReport(
+        checkpoint=checkpoint,
+        output=out_path,
+        json_path=report_path_for(out_path),
+        attrs=attrs,
+        passes=stats.passes,
+        layers=report_rows(network, stats),
+    )
+    _write_json_atomic(report.json_path, report.to_dict())
+    return report
