@@ -321,7 +321,7 @@ def compute_bn_stats(
                 found[bn] = acc.result()
             if mode == "layerwise" and p + 1 < len(groups):
                 for bn in targets:
-                    _load_population(bn, found[bn])
+                    load_population(bn, found[bn].mean, found[bn].var)
                 settled.extend(targets)
     finally:
         for bn, (mean, inv_std) in saved.items():
@@ -332,11 +332,16 @@ def compute_bn_stats(
     return BnStatsResult(((bn.name, found[bn]) for bn in bns), passes=len(groups), n_examples=n)
 
 
-def _load_population(bn, stats: BnLayerStats) -> None:
-    """Put recomputed statistics into ``bn``'s ``mean`` and ``inv_std`` (float32)."""
-    eps = float(bn.epsilon)
-    bn.mean.set_value(stats.mean.astype(bn.mean.dtype))
-    bn.inv_std.set_value((1.0 / np.sqrt(stats.var + eps)).astype(bn.inv_std.dtype))
+def load_population(bn, mean: np.ndarray, var: np.ndarray) -> None:
+    """Put population statistics into ``bn``'s ``mean`` and ``inv_std`` (in memory).
+
+    ``inv_std = 1 / sqrt(var + epsilon)`` is computed in float64 with the
+    layer's own ``epsilon`` and stored as float32, so that the layer's
+    inference output is ``(x - mean) / sqrt(var + epsilon) * gamma + beta``.
+    """
+    var = np.asarray(var, dtype=np.float64)
+    bn.mean.set_value(np.asarray(mean, dtype=np.float64).astype(bn.mean.dtype))
+    bn.inv_std.set_value((1.0 / np.sqrt(var + float(bn.epsilon))).astype(bn.inv_std.dtype))
 
 
 def _progress_bar(enabled: bool, total: int):
@@ -462,24 +467,6 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 # --------------------------------------------------------------------------- command
 
 
-def _open_data_file(data, x_key: str, input_shape):
-    """Open ``--data`` and view its examples with the network's input shape."""
-    from .data import open_dataset
-    from .errors import DataError
-
-    ds = open_dataset({"path": str(data), "x": x_key, "y": None}, Path.cwd(), "--data")
-    shape = tuple(ds.example_shape)
-    if shape == tuple(input_shape):
-        return ds
-    if int(np.prod(shape)) == int(np.prod(input_shape)):
-        return ds.reshape_examples(tuple(input_shape))
-    ds.close()
-    raise DataError(
-        f"--data: '{data}' has examples of shape {list(shape)} but the checkpoint's network "
-        f"takes examples of shape {list(input_shape)}"
-    )
-
-
 def recompute_stats_command(
     checkpoint,
     *,
@@ -533,7 +520,7 @@ def recompute_stats_command(
     from .backend import resolve_runtime
     from .checkpoint import write_bn_stats
     from .errors import CheckpointError, UsageError
-    from .inputs import open_config_data
+    from .inputs import open_config_data, open_data_file
     from .restore import ckpt_input_shape, restore
 
     if estimator not in ESTIMATORS:
@@ -550,7 +537,7 @@ def recompute_stats_command(
     runtime = resolve_runtime(config.backend, device or config.device)
     batch_size = int(batch_size or config.training.batch_size)
     if data is not None:
-        ds = _open_data_file(data, x_key, ckpt_input_shape(restored.ckpt))
+        ds = open_data_file(data, x_key, None, ckpt_input_shape(restored.ckpt))
         data_name = str(data)
     else:
         cd = open_config_data(config, which=("train",))

@@ -35,7 +35,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .bnstats import load_population
 from .errors import CheckpointError, DataError, UsageError
+from .inputs import fit_input_shape, open_config_data, open_data_file
 
 __all__ = [
     "STATS_CHOICES",
@@ -129,10 +131,7 @@ def apply_population_stats(ckpt, network) -> None:
                 f"'{ckpt.path}': {where} holds non-finite or negative values; "
                 f"run `bntrain recompute-stats {ckpt.path}` again"
             )
-        epsilon = float(layer.epsilon)
-        inv_std = 1.0 / np.sqrt(var + epsilon)
-        layer.mean.set_value(mean.astype(layer.mean.dtype))
-        layer.inv_std.set_value(inv_std.astype(layer.inv_std.dtype))
+        load_population(layer, mean, var)
 
 
 def build_batch_predict(network, mode: str):
@@ -187,37 +186,10 @@ def write_predictions(path, probabilities: np.ndarray, labels: np.ndarray | None
         raise UsageError(f"--predictions: cannot write '{path}': {exc.strerror or exc}") from None
 
 
-def _open_data_file(open_dataset, data, x_key, y_key):
-    """Open ``--data``; a file without the ``y_key`` array is opened without labels."""
-    if y_key is None:
-        return open_dataset({"path": str(data), "x": x_key, "y": None}, Path.cwd(), "--data")
-    try:
-        return open_dataset({"path": str(data), "x": x_key, "y": y_key}, Path.cwd(), "--data")
-    except DataError as exc:
-        if f"has no array '{y_key}'" not in str(exc) or x_key == y_key:
-            raise
-    return open_dataset({"path": str(data), "x": x_key, "y": None}, Path.cwd(), "--data")
-
-
 def _open_eval_data(restored, input_shape, data, x_key, y_key):
-    """Open the dataset to evaluate on; returns ``(dataset, description)``."""
-    from .data import open_dataset
-
+    """Open the dataset to evaluate on; returns ``(dataset, where, description)``."""
     if data is not None:
-        where = "--data"
-        ds = _open_data_file(open_dataset, data, x_key, y_key)
-        shape = tuple(ds.example_shape)
-        if shape != tuple(input_shape):
-            if int(np.prod(shape)) != int(np.prod(input_shape)):
-                ds.close()
-                raise DataError(
-                    f"--data: '{data}' has examples of shape {list(shape)} but the checkpoint's "
-                    f"network takes examples of shape {list(input_shape)}"
-                )
-            ds = ds.reshape_examples(tuple(input_shape))
-        return ds, where, str(data)
-
-    from .inputs import fit_input_shape, open_config_data
+        return open_data_file(data, x_key, y_key, input_shape), "--data", str(data)
 
     config = restored.config
     which = "test" if config.data.test is not None else "val"

@@ -9,13 +9,20 @@ compiled.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
-from .data import open_dataset, split_indices, validate_dataset
+from .data import array_names, open_dataset, split_indices, validate_dataset
 from .errors import DataError
 
-__all__ = ["ConfigData", "open_config_data", "fit_input_shape", "validate_config_data"]
+__all__ = [
+    "ConfigData",
+    "open_config_data",
+    "fit_input_shape",
+    "validate_config_data",
+    "open_data_file",
+]
 
 
 @dataclass
@@ -89,3 +96,29 @@ def validate_config_data(cd: ConfigData, n_classes: int) -> None:
                 raise DataError(
                     f"data.train: '{ds.name}' has no labels; set data.train.y to the label array"
                 )
+
+
+def open_data_file(path, x_key: str, y_key: str | None, input_shape):
+    """Open a ``--data`` file for a checkpoint's network, viewed with its input shape.
+
+    With ``y_key`` given, a file without that array is opened without labels.
+
+    Raises
+    ------
+    DataError
+        If the file cannot be read, lacks ``x_key``, or its examples do not fit.
+    """
+    spec = {"path": str(path), "x": x_key, "y": y_key}
+    if y_key is not None and y_key not in array_names(path):
+        spec["y"] = None
+    ds = open_dataset(spec, Path.cwd(), "--data")
+    shape, input_shape = tuple(ds.example_shape), tuple(input_shape)
+    if shape == input_shape:
+        return ds
+    if int(np.prod(shape)) == int(np.prod(input_shape)):
+        return ds.reshape_examples(input_shape)
+    ds.close()
+    raise DataError(
+        f"--data: '{path}' has examples of shape {list(shape)} but the checkpoint's network "
+        f"takes examples of shape {list(input_shape)}"
+    )

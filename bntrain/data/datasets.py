@@ -519,6 +519,22 @@ def _h5_arrays(f: Any) -> list[str]:
     return names
 
 
+def array_names(path: str | os.PathLike[str]) -> list[str]:
+    """Names of the arrays in an HDF5 or NPZ file; empty when it cannot be read."""
+    path = Path(path)
+    try:
+        if path.suffix.lower() == ".npz":
+            with zipfile.ZipFile(path) as zf:
+                return sorted(n[: -len(".npy")] for n in zf.namelist() if n.endswith(".npy"))
+        h5py = _h5py_or_none()
+        if h5py is None:
+            return []
+        with h5py.File(path, "r") as f:
+            return _h5_arrays(f)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return []
+
+
 def _hint_for(where: str, field: str) -> str:
     """How to name another array: a config key, or the command's ``--x-key``/``--y-key`` option."""
     return f"use --{field}-key" if where.startswith("--") else f"set {where}.{field}"
