@@ -63,6 +63,16 @@ device_option = click.option(
     help="Where to compute (default: the config's device, else auto).",
 )
 
+x_key_option = click.option(
+    "--x-key", default="X", show_default=True, help="Name of the examples array in --data."
+)
+batch_size_option = click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Examples per batch (default: the training batch size).",
+)
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="bntrain")
@@ -143,9 +153,7 @@ def check(config, overrides):
     metavar="FILE",
     help="HDF5/NPZ file with examples and labels (default: the config's test set, else val).",
 )
-@click.option(
-    "--x-key", default="X", show_default=True, help="Name of the examples array in --data."
-)
+@x_key_option
 @click.option("--y-key", default="y", show_default=True, help="Name of the labels array in --data.")
 @click.option(
     "--stats",
@@ -155,12 +163,7 @@ def check(config, overrides):
     "default when present), training's moving averages (ema), or each "
     "batch's own (batch; results depend on the batch size).",
 )
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Examples per batch (default: the training batch size).",
-)
+@batch_size_option
 @click.option(
     "--predictions",
     type=click.Path(dir_okay=False),
@@ -218,15 +221,8 @@ def eval_command(checkpoint, data, x_key, y_key, stats, batch_size, predictions,
     help="HDF5/NPZ file with the examples (default: the training set named in the "
     "checkpoint's config).",
 )
-@click.option(
-    "--x-key", default="X", show_default=True, help="Name of the examples array in --data."
-)
-@click.option(
-    "--batch-size",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Examples per batch (default: the training batch size).",
-)
+@x_key_option
+@batch_size_option
 @click.option(
     "--estimator",
     type=click.Choice(["population", "batch-mean"]),
