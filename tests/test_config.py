@@ -83,11 +83,11 @@ def test_example_config_parses_into_typed_objects():
     assert (bn.insert, bn.epsilon, bn.alpha) == ("auto", 1e-4, 0.1)
     assert [layer.type for layer in cfg.model.layers] == ["dense", "dropout", "dense"]
     first, drop, last = cfg.model.layers
-    assert isinstance(first, DenseSpec) and first.units == 100 and first.batch_norm is True
+    assert isinstance(first, DenseSpec) and first.units == 256 and first.batch_norm is True
     assert isinstance(drop, DropoutSpec) and drop.p == 0.2
     assert last.nonlinearity == "softmax"
     t = cfg.training
-    assert (t.epochs, t.batch_size, t.seed) == (20, 64, 0)
+    assert (t.epochs, t.batch_size, t.seed) == (30, 64, 0)
     opt = t.optimizer
     assert (opt.name, opt.lr, opt.momentum, opt.weight_decay) == ("nesterov", 0.1, 0.9, 1e-4)
     assert isinstance(opt.lr, float) and opt.grad_clip_norm is None
