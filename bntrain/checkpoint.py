@@ -15,7 +15,9 @@ Layout (``format_version`` 1; documented in ``docs/checkpoint.md``)::
 
 Every write is atomic: the complete file is written under a temporary name in
 the same folder, flushed and fsynced, reopened and checked, renamed over the
-old file, and the folder is fsynced.
+old file, and the folder is fsynced.  A temporary file left by a killed
+writer is never loaded (:func:`read_checkpoint` refuses its name) and
+:func:`clean_temp_files` deletes it.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ __all__ = [
     "layer_hyperparams",
     "atomic_write",
     "atomic_copy",
+    "clean_temp_files",
     "TMP_PREFIX",
 ]
 
@@ -108,8 +111,13 @@ def atomic_write(path: str | os.PathLike, write, *, start_from: Path | None = No
     """
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=TMP_PREFIX + path.name + ".", suffix=".h5", dir=folder)
-    os.close(fd)
+    try:
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=TMP_PREFIX + path.name + ".", suffix=".h5", dir=folder
+        )
+        os.close(fd)
+    except OSError as exc:
+        raise CheckpointError(f"cannot write checkpoint '{path}': {exc.strerror or exc}") from None
     tmp = Path(tmp_name)
     try:
         if start_from is not None:
@@ -122,7 +130,7 @@ def atomic_write(path: str | os.PathLike, write, *, start_from: Path | None = No
             f.flush()
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
-        read_checkpoint(tmp)  # verify it loads before it replaces anything
+        _read_path(tmp)  # verify it loads before it replaces anything
         os.replace(tmp, path)
         _fsync_dir(folder)
     except OSError as exc:
@@ -131,6 +139,37 @@ def atomic_write(path: str | os.PathLike, write, *, start_from: Path | None = No
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def clean_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files that interrupted checkpoint writes left in ``folder``.
+
+    Only names that :func:`atomic_write` creates (``.tmp-<name>.<random>.h5``)
+    are touched.  Call it when nothing else writes checkpoints in ``folder``
+    (fit and resume do, before training starts).
+
+    Parameters
+    ----------
+    folder : path-like
+        A run folder.
+
+    Returns
+    -------
+    list of Path
+        The files deleted.
+    """
+    folder = Path(folder)
+    removed = []
+    if not folder.is_dir():
+        return removed
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith(TMP_PREFIX) and entry.name.endswith(".h5") and entry.is_file():
+            try:
+                entry.unlink()
+            except FileNotFoundError:
+                continue
+            removed.append(entry)
+    return removed
 
 
 def atomic_copy(source, dest) -> None:
@@ -332,7 +371,21 @@ def _open(path: Path) -> h5py.File:
         raise CheckpointError(f"checkpoint '{path}' not found")
     try:
         return h5py.File(path, "r")
-    except OSError:
+    except OSError as exc:
+        text = str(exc)
+        if "unable to lock file" in text:
+            raise CheckpointError(
+                f"'{path}' is locked by another process (HDF5 file locking); wait for it to "
+                f"finish or stop it, then try again"
+            ) from None
+        if "already open for write" in text:
+            raise CheckpointError(
+                f"'{path}' was left marked 'open for write' by a process that did not close it "
+                f"(HDF5 consistency flag); if no process uses it, clear the flag with "
+                f"'h5clear -s {path}' or use another checkpoint"
+            ) from None
+        if isinstance(exc, PermissionError):
+            raise CheckpointError(f"'{path}' cannot be read (permission denied)") from None
         raise CheckpointError(
             f"'{path}' is not a readable HDF5 checkpoint (truncated, corrupt, or locked by another process?)"
         ) from None
@@ -359,6 +412,15 @@ def read_checkpoint(path) -> Checkpoint:
         unknown ``format_version``, or lacks a required part (named).
     """
     path = Path(path)
+    if path.name.startswith(TMP_PREFIX):
+        raise CheckpointError(
+            f"'{path}' is the temporary file of an unfinished checkpoint write; it is never "
+            f"loaded: use the checkpoint it was meant to replace"
+        )
+    return _read_path(path)
+
+
+def _read_path(path: Path) -> Checkpoint:
     f = _open(path)
     try:
         return _read(f, path)

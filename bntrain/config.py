@@ -455,6 +455,7 @@ class TrainingConfig(_Section):
     nan_policy: Literal["stop", "skip"] = "stop"
     max_consecutive_nan: Annotated[int, Field(ge=1)] = 10
     shuffle: bool = True
+    checkpoint_every_steps: Annotated[int, Field(ge=1)] | None = None
 
 
 class OutputConfig(_Section):

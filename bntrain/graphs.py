@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
+from pytensor.tensor.type import TensorType
 
 from .nn import layers as L
 from .nn import objectives, regularization, updates
@@ -70,8 +71,9 @@ def build_train_step(network, training, mode: str) -> TrainStep:
     ``weight_decay / 2 * sum(W**2)`` over regularizable parameters (so the
     gradient gets ``weight_decay * W``, PyTorch's convention) except for
     ``adamw``, which decays decoupled from the gradient.  With
-    ``nan_policy: skip`` every update is guarded so that a step with a
-    non-finite loss changes nothing.
+    ``nan_policy: skip`` every tensor update is guarded so that a step with a
+    non-finite loss changes no parameter, statistic or optimizer slot (the
+    dropout generators still advance).
     """
     x = network.input_layer.input_var
     y = pt.ivector("y")
@@ -91,7 +93,10 @@ def build_train_step(network, training, mode: str) -> TrainStep:
     ups.update(layer_updates)
     if training.nan_policy == "skip":
         ok = pt.isfinite(loss)
-        ups = OrderedDict((var, pt.switch(ok, new, var)) for var, new in ups.items())
+        ups = OrderedDict(
+            (var, pt.switch(ok, new, var) if isinstance(new.type, TensorType) else new)
+            for var, new in ups.items()
+        )
     fn = pytensor.function([x, y], [loss, acc], updates=ups, mode=mode)
     return TrainStep(fn=fn, lr=lr, optimizer_state=state)
 

@@ -110,6 +110,7 @@ def build_network(model_cfg, input_shape, seed: int) -> Network:
     for i, spec in enumerate(specs):
         where = f"model.layers[{i}]"
         rng = np.random.default_rng(derive_seed(seed, "layer", i))
+        _check_size(spec, net, where)
         try:
             net = _build_layer(spec, net, names[i], rng, bn_cfg)
             auto_bn = (
@@ -161,6 +162,27 @@ def _layer_names(specs) -> list[str]:
 
 def _nonlinearity(name):
     return nn.nonlinearities.get(name)
+
+
+MAX_LAYER_WEIGHTS = 2**28  # 1 GiB of float32 in one weight matrix
+
+
+def _check_size(spec, incoming, where: str) -> None:
+    """Refuse a weight matrix too large to allocate, before allocating it."""
+    if spec.type == "dense":
+        n_in = int(np.prod([d for d in incoming.output_shape[1:]], dtype=np.float64))
+        count = n_in * spec.units
+    elif spec.type == "conv2d":
+        kh, kw = _pair(spec.size)
+        count = incoming.output_shape[1] * spec.filters * kh * kw
+    else:
+        return
+    if count > MAX_LAYER_WEIGHTS:
+        key = "units" if spec.type == "dense" else "filters"
+        raise ConfigError(
+            f"{where}.{key}: the layer would hold {count:.3g} weights (more than {MAX_LAYER_WEIGHTS}); "
+            f"use a smaller {key}"
+        )
 
 
 def _build_layer(spec, incoming, name, rng, bn_cfg):

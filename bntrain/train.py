@@ -3,8 +3,10 @@
 :func:`fit` validates data against the network before compiling anything,
 trains, writes ``last.h5`` after every epoch and ``best.h5`` on the best
 validation metric (both atomically), and appends a row per epoch to
-``metrics.csv``.  With ``resume`` it continues a run exactly where its
-``last.h5`` left off.
+``metrics.csv``.  With ``training.checkpoint_every_steps`` it also rewrites
+``last.h5`` every that many optimizer steps inside an epoch.  With ``resume``
+it continues a run exactly where its ``last.h5`` left off (at the epoch and
+the batch inside it).  See ``docs/reliability.md``.
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ import numpy as np
 
 from . import __version__
 from .backend import Runtime, resolve_runtime
-from .checkpoint import atomic_copy, load_params, read_checkpoint, save_checkpoint
+from .checkpoint import (
+    atomic_copy,
+    clean_temp_files,
+    load_params,
+    read_checkpoint,
+    save_checkpoint,
+)
 from .config import dump_config, parse_config
 from .data import BatchIterator, Preprocessor
 from .errors import CheckpointError, DataError, TrainingError, UsageError
@@ -113,19 +121,25 @@ def _prepare_run_dir(run_dir: Path, force: bool) -> None:
                 f"run folder '{run_dir}' already exists; pass --force to replace it, "
                 f"or --resume {run_dir} to continue it"
             )
-        shutil.rmtree(run_dir)
     try:
+        if run_dir.exists() and any(run_dir.iterdir()):
+            shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise UsageError(f"cannot create run folder '{run_dir}': {exc.strerror}") from None
+        raise UsageError(f"cannot create run folder '{run_dir}': {exc.strerror or exc}") from None
+
+
+#: Training keys that may differ when resuming: they change neither the result nor the order.
+_RESUME_MAY_CHANGE = ("epochs", "checkpoint_every_steps")
 
 
 def _check_resume_config(config, run_config) -> None:
-    """Refuse to resume into a different run: only training.epochs may differ."""
+    """Refuse to resume into a different run: only _RESUME_MAY_CHANGE keys may differ."""
     a = config.model_dump(mode="json", exclude={"name", "run", "output"})
     b = run_config.model_dump(mode="json", exclude={"name", "run", "output"})
-    a["training"].pop("epochs")
-    b["training"].pop("epochs")
+    for key in _RESUME_MAY_CHANGE:
+        a["training"].pop(key, None)
+        b["training"].pop(key, None)
 
     def first_diff(x, y, path=""):
         if isinstance(x, dict) and isinstance(y, dict):
@@ -147,7 +161,7 @@ def _check_resume_config(config, run_config) -> None:
         path, was, now = diff
         raise UsageError(
             f"--resume: the config differs from the run's at {path} (run: {was!r}, now: {now!r}); "
-            f"only training.epochs may change when resuming"
+            f"only training.epochs and training.checkpoint_every_steps may change when resuming"
         )
 
 
@@ -219,6 +233,11 @@ def fit(
                 f"data.train: {len(data.train)} examples are fewer than training.batch_size "
                 f"({tr.batch_size}); lower training.batch_size"
             )
+        if tr.batch_size < 2 and network.bn_layers:
+            raise UsageError(
+                "training.batch_size: 1 cannot train batch normalization (a batch of one "
+                "example has no variance); use 2 or more"
+            )
         start = _start_state(config, network, resume, force)
         run_dir = start["run_dir"]
         return _train(config, runtime, network, data, start, run_dir, progress, log)
@@ -235,6 +254,12 @@ def _start_state(config, network, resume, force) -> dict:
     last = run_dir / "last.h5"
     if not last.exists():
         raise UsageError(f"--resume: '{last}' not found; is '{run_dir}' a bntrain run folder?")
+    try:
+        clean_temp_files(run_dir)  # left by a write that was killed; never loaded
+    except OSError as exc:
+        raise CheckpointError(
+            f"--resume: cannot clean up '{run_dir}': {exc.strerror or exc}"
+        ) from None
     ckpt = read_checkpoint(last)
     try:
         run_config = parse_config(ckpt.config_text, source=str(last), base_dir=config.base_dir)
@@ -243,8 +268,20 @@ def _start_state(config, network, resume, force) -> dict:
             f"--resume: the config stored in '{last}' does not load: {exc}"
         ) from None
     _check_resume_config(config, run_config)
+    _check_resume_sections(ckpt, network)
     load_params(ckpt, network.layers)
     return {"run_dir": run_dir, "ckpt": ckpt}
+
+
+def _check_resume_sections(ckpt, network) -> None:
+    """Refuse, before anything is compiled, a checkpoint that cannot resume exactly."""
+    where = f"'{ckpt.path}'"
+    if ckpt.optimizer is None:
+        raise CheckpointError(f"--resume: {where} has no /optimizer section; cannot resume exactly")
+    if network.dropout_layers and not ckpt.rng:
+        raise CheckpointError(f"--resume: {where} has no /rng section; dropout masks would differ")
+    if ckpt.train_state is None:
+        raise CheckpointError(f"--resume: {where} has no /train_state section")
 
 
 def _restore_training_state(ckpt, network, step_fn) -> None:
@@ -290,14 +327,26 @@ def _train(
     best = _BestTracker(
         tr.best_metric if data.val is not None else tr.best_metric.replace("val_", "train_")
     )
-    first_epoch, step = 0, 0
+    first_epoch, step, first_batch = 0, 0, 0
+    partial = {"loss_sum": 0.0, "acc_sum": 0.0, "seen": 0, "nan_streak": 0}
     if ckpt is not None:
         _restore_training_state(ckpt, network, step_fn)
         ts = ckpt.train_state
         first_epoch, step = int(ts["epoch"]), int(ts["step"])
+        first_batch = int(ts.get("batch", 0) or 0)
+        if first_batch:
+            for key, kind in (("loss_sum", float), ("acc_sum", float), ("seen", int)):
+                if key not in ts:
+                    raise CheckpointError(
+                        f"--resume: '{ckpt.path}' stopped inside an epoch but lacks "
+                        f"/train_state {key}"
+                    )
+                partial[key] = kind(ts[key])
+        partial["nan_streak"] = int(ts.get("nan_streak", 0) or 0)
         if ts.get("best_value", "") != "":
             best.value, best.epoch = float(ts["best_value"]), int(ts["best_epoch"])
-        log(f"resuming {run_dir} after epoch {first_epoch} (step {step})")
+        where = f" and batch {first_batch}" if first_batch else ""
+        log(f"resuming {run_dir} after epoch {first_epoch}{where} (step {step})")
     runinfo = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "seed": tr.seed,
@@ -308,19 +357,52 @@ def _train(
         "compile_seconds": round(compile_seconds, 2),
     }
     config_text = dump_config(config, extra={"run": runinfo})
-    if ckpt is None:
-        (run_dir / "config.yaml").write_text(config_text)
     metrics_path = run_dir / "metrics.csv"
-    _truncate_metrics(metrics_path, first_epoch)
-    drop_last = tr.shuffle and len(data.train) % tr.batch_size != 0
+    with _run_file_errors(run_dir):
+        if ckpt is None:
+            (run_dir / "config.yaml").write_text(config_text)
+        _truncate_metrics(metrics_path, first_epoch)
+    drop_last = _drop_last(len(data.train), tr.batch_size, tr.shuffle)
     n_batches = (
         len(data.train) // tr.batch_size
         if drop_last
         else math.ceil(len(data.train) / tr.batch_size)
     )
+    if first_batch > n_batches:
+        raise CheckpointError(
+            f"--resume: '{ckpt.path}' stopped at batch {first_batch} of an epoch of "
+            f"{n_batches} batches"
+        )
     history: list[dict] = []
-    nan_streak = 0
+    nan_streak = partial["nan_streak"]
+    every = tr.checkpoint_every_steps
+
+    def save_last(epochs_done: int, batch: int, extra: dict, lr: float) -> None:
+        state = {
+            "epoch": epochs_done,
+            "batch": batch,
+            "step": step,
+            "best_metric": best.metric,
+            "best_value": best.value,
+            "best_epoch": best.epoch,
+            "lr": lr,
+            "nan_streak": nan_streak,
+            **extra,
+        }
+        _save(
+            run_dir / "last.h5",
+            network,
+            config_text,
+            epochs_done,
+            step,
+            step_fn,
+            tr,
+            state,
+            preprocess,
+        )
+
     for epoch in range(first_epoch, tr.epochs):
+        start_batch = first_batch if epoch == first_epoch else 0
         t_epoch = time.perf_counter()
         batches = BatchIterator(
             data.train,
@@ -329,13 +411,17 @@ def _train(
             seed=tr.seed,
             epoch=epoch,
             preprocess=preprocess,
+            start_batch=start_batch,
             drop_last=drop_last,
         )
-        bar = _Progress(progress, n_batches, f"epoch {epoch + 1}/{tr.epochs}")
-        loss_sum = acc_sum = 0.0
-        seen = 0
+        bar = _Progress(progress, n_batches, f"epoch {epoch + 1}/{tr.epochs}", start_batch)
+        if start_batch:
+            loss_sum, acc_sum, seen = partial["loss_sum"], partial["acc_sum"], partial["seen"]
+        else:
+            loss_sum = acc_sum = 0.0
+            seen = 0
         try:
-            for x, y in batches:
+            for b, (x, y) in enumerate(batches, start=start_batch):
                 step_fn.lr.set_value(
                     np.float32(
                         learning_rate(tr.schedule, tr.optimizer.lr, step, n_batches, tr.epochs)
@@ -354,6 +440,9 @@ def _train(
                 acc_sum += float(acc) * len(x)
                 seen += len(x)
                 bar.update(loss, float(acc), seen / max(time.perf_counter() - t_epoch, 1e-9))
+                if every is not None and step % every == 0 and b + 1 < n_batches:
+                    extra = {"loss_sum": loss_sum, "acc_sum": acc_sum, "seen": seen}
+                    save_last(epoch, b + 1, extra, float(step_fn.lr.get_value()))
         finally:
             bar.close()
             batches.close()
@@ -379,29 +468,11 @@ def _train(
         improved = best.improves(value)
         if improved:
             best.value, best.epoch = value, epoch + 1
-        state = {
-            "epoch": epoch + 1,
-            "batch": 0,
-            "step": step,
-            "best_metric": best.metric,
-            "best_value": best.value,
-            "best_epoch": best.epoch,
-            "lr": row["lr"],
-        }
-        _save(
-            run_dir / "last.h5",
-            network,
-            config_text,
-            epoch + 1,
-            step,
-            step_fn,
-            tr,
-            state,
-            preprocess,
-        )
+        save_last(epoch + 1, 0, {}, row["lr"])
         if improved:
             atomic_copy(run_dir / "last.h5", run_dir / "best.h5")
-        _append_metrics(metrics_path, row)
+        with _run_file_errors(run_dir):
+            _append_metrics(metrics_path, row)
         history.append(row)
         log(_epoch_line(row, tr.epochs, improved))
     return FitResult(
@@ -413,6 +484,35 @@ def _train(
         network=network,
         history=history,
     )
+
+
+def _drop_last(n: int, batch_size: int, shuffle: bool) -> bool:
+    """Whether an epoch drops its last, short batch.
+
+    Shuffled epochs drop any short last batch (its examples come back in other
+    epochs); in stored order the last batch is kept unless it would hold a single
+    example, which batch normalization cannot train on (zero variance).
+    """
+    rest = n % batch_size
+    return rest != 0 and (shuffle or rest == 1)
+
+
+class _run_file_errors:
+    """Turn an OSError writing the run folder's text files into one-line TrainingError."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        if exc is not None and isinstance(exc, OSError):
+            raise TrainingError(
+                f"cannot write to run folder '{self.run_dir}': {exc.strerror or exc}; "
+                f"the last checkpoint written stays valid"
+            ) from None
+        return False
 
 
 def _nan_message(epoch, step, streak, run_dir, tr) -> str:

@@ -221,7 +221,7 @@ def test_resume_refuses_a_different_config(tmp_path):
     assert result.exit_code == 2
     assert result.output == (
         "Error: --resume: the config differs from the run's at training.optimizer.lr "
-        "(run: 0.05, now: 0.1); only training.epochs may change when resuming\n"
+        "(run: 0.05, now: 0.1); only training.epochs and training.checkpoint_every_steps may change when resuming\n"
     )
 
 

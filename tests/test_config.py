@@ -744,3 +744,15 @@ def test_fuzz_mutated_config(path, value):
         cur = cur[key]
     cur[path[-1]] = value
     _only_config_errors(yaml.safe_dump(data))
+
+
+def test_checkpoint_every_steps_defaults_to_none_and_must_be_positive():
+    from bntrain.config import parse_config
+
+    base = yaml.safe_load(BASE)
+    assert parse_config(yaml.safe_dump(base)).training.checkpoint_every_steps is None
+    base["training"]["checkpoint_every_steps"] = 5
+    assert parse_config(yaml.safe_dump(base)).training.checkpoint_every_steps == 5
+    base["training"]["checkpoint_every_steps"] = 0
+    with pytest.raises(ConfigError, match=r"training\.checkpoint_every_steps: must be >= 1"):
+        parse_config(yaml.safe_dump(base))

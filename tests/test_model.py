@@ -104,3 +104,13 @@ def test_layer_that_cannot_fit_names_its_config_entry():
     )
     with pytest.raises(ConfigError, match=r"^model.layers\[0\] \(maxpool2d\): "):
         _net(_cfg(text))
+
+
+def test_a_layer_too_large_to_allocate_is_refused_before_allocation():
+    cfg = _cfg(overrides=["model.layers[0].units=1000000000000"])
+    with pytest.raises(ConfigError) as e:
+        _net(cfg)
+    assert str(e.value) == (
+        "model.layers[0].units: the layer would hold 6.4e+13 weights (more than 268435456); "
+        "use a smaller units"
+    )

@@ -474,6 +474,7 @@ class HDF5Dataset(Dataset):
                 f"{where}: array '{key}' in '{shown}' keeps its data in other files "
                 f"(external or virtual dataset); bntrain reads only self-contained HDF5 files"
             )
+        _check_storage(obj, where, key, shown)
         return obj
 
     def _guard(self, fn: Any) -> np.ndarray:
@@ -496,6 +497,33 @@ class HDF5Dataset(Dataset):
         if not self._closed:
             self._closed = True
             self._file.close()
+
+
+def _check_storage(dset: Any, where: str, key: str, shown: str) -> None:
+    """Refuse an array that declares more data than the file stores.
+
+    A contiguous array must store all its bytes; a chunked one must have every
+    chunk written (unwritten chunks would read back as fill values).  This keeps
+    a file that declares a huge shape from being scanned or trained on.
+    """
+    n_bytes = int(np.prod(dset.shape, dtype=np.float64)) * dset.dtype.itemsize
+    if n_bytes == 0:
+        return
+    try:
+        if dset.chunks is None:
+            complete = dset.id.get_storage_size() >= n_bytes
+        else:
+            per_axis = [
+                -(-size // chunk) for size, chunk in zip(dset.shape, dset.chunks, strict=True)
+            ]
+            complete = dset.id.get_num_chunks() >= int(np.prod(per_axis, dtype=np.float64))
+    except (OSError, RuntimeError, ValueError):
+        complete = False
+    if not complete:
+        raise DataError(
+            f"{where}: array '{key}' in '{shown}' declares shape {list(dset.shape)} but the file "
+            f"does not store all of it (truncated or never written); re-create the file"
+        )
 
 
 def _first_line(err: BaseException) -> str:

@@ -314,7 +314,7 @@ def test_hdf5_locked_by_a_writer(tmp_path: Path) -> None:
         assert len(ds) == 10
 
 
-def test_hdf5_huge_declared_shape_is_not_loaded(tmp_path: Path) -> None:
+def test_hdf5_huge_declared_shape_is_refused_quickly(tmp_path: Path) -> None:
     n = 10**10  # 10 TB of X declared; the file holds only a few bytes of it
     with h5py.File(tmp_path / "huge.h5", "w") as f:
         d = f.create_dataset("X", shape=(n, 1000), dtype=np.uint8, chunks=(1, 1000))
@@ -322,12 +322,23 @@ def test_hdf5_huge_declared_shape_is_not_loaded(tmp_path: Path) -> None:
         f.create_dataset("y", shape=(n,), dtype=np.int64, chunks=(1000,))
     assert (tmp_path / "huge.h5").stat().st_size < 1 << 20
     t0 = time.perf_counter()
-    with _open(tmp_path, "huge.h5") as ds:
-        assert len(ds) == n and ds.example_shape == (1000,)
-        x, y = ds.read([0, 5, n - 1])
-        assert x.sum() == 7000 and y.tolist() == [0, 0, 0]
-        validate_dataset(ds, (1000,), 10, W, check_values=False)
+    with pytest.raises(DataError) as e:
+        _open(tmp_path, "huge.h5")
+    assert str(e.value) == (
+        f"{W}: array 'X' in 'huge.h5' declares shape [{n}, 1000] but the file does "
+        f"not store all of it (truncated or never written); re-create the file"
+    )
     assert time.perf_counter() - t0 < 5
+
+
+def test_hdf5_contiguous_array_missing_its_data_is_refused(tmp_path: Path) -> None:
+    with h5py.File(tmp_path / "empty.h5", "w") as f:
+        f.create_dataset("X", shape=(10**6, 64), dtype=np.float32)  # never written
+        f.create_dataset("y", data=np.zeros(10**6, np.int64))
+    with pytest.raises(
+        DataError, match="declares shape \\[1000000, 64\\] but the file does not store"
+    ):
+        _open(tmp_path, "empty.h5")
 
 
 def test_relative_paths_use_base_dir_and_spec_objects(tmp_path: Path, h5_file: Path) -> None:
