@@ -31,9 +31,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-import pytensor
 import pytensor.tensor as pt
 
+from .graphs import network_function
 from .nn import layers as L
 from .stats import RunningMoments
 
@@ -188,24 +188,27 @@ def _compile_pass(network, targets, settled, mode_name: str):
     batch mean, the float64 ``M2`` (two-pass) and the input's shape; with JAX,
     the raw float32 inputs.
     """
-    x = network.input_layer.input_var
     sources = [bn.input_layer for bn in targets]
     kwargs = {}
     if any(isinstance(layer, L.BatchNormLayer) for layer in L.get_all_layers(sources)):
         kwargs["batch_norm_use_averages"] = frozenset(settled) if settled else False
         kwargs["batch_norm_update_averages"] = False
-    inputs = L.get_output(sources, deterministic=True, **kwargs)
-    outputs = []
-    if _host_reduce(mode_name):
-        outputs = list(inputs)
-    else:
-        for bn, act in zip(targets, inputs, strict=True):
+    host = _host_reduce(mode_name)
+
+    def make_outputs(inputs):
+        acts = L.get_output(sources, inputs=inputs, deterministic=True, **kwargs)
+        if host:
+            return list(acts)
+        outputs = []
+        for bn, act in zip(targets, acts, strict=True):
             x64 = pt.cast(act, "float64")
             mean = pt.mean(x64, axis=bn.axes)
             centered = x64 - bn._broadcast(mean, x64)
             m2 = pt.sum(pt.sqr(centered), axis=bn.axes)
             outputs.extend([mean, m2, act.shape])
-    return pytensor.function([x], outputs, mode=mode_name)
+        return outputs
+
+    return network_function(network, make_outputs, mode_name)
 
 
 def _batch_moments(bn, outs, i: int, host: bool):

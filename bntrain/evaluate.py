@@ -140,18 +140,20 @@ def build_batch_predict(network, mode: str):
     Dropout is off (``deterministic=True``); batch norm uses the batch's mean
     and variance (``batch_norm_use_averages=False``) and updates nothing.
     """
-    import pytensor
-
+    from .graphs import network_function
     from .nn import layers as L
 
-    x = network.input_layer.input_var
-    out = L.get_output(
-        network.output_layer,
-        deterministic=True,
-        batch_norm_use_averages=False,
-        batch_norm_update_averages=False,
+    return network_function(
+        network,
+        lambda inputs: L.get_output(
+            network.output_layer,
+            inputs=inputs,
+            deterministic=True,
+            batch_norm_use_averages=False,
+            batch_norm_update_averages=False,
+        ),
+        mode,
     )
-    return pytensor.function([x], out, mode=mode)
 
 
 def write_predictions(path, probabilities: np.ndarray, labels: np.ndarray | None) -> None:

@@ -18,7 +18,7 @@ from pytensor.tensor.type import TensorType
 from .nn import layers as L
 from .nn import objectives, regularization, updates
 
-__all__ = ["TrainStep", "build_train_step", "build_predict"]
+__all__ = ["TrainStep", "build_train_step", "build_predict", "network_function", "static_inputs"]
 
 
 @dataclass
@@ -64,7 +64,50 @@ def _optimizer_updates(opt, loss, params, lr, regularizable):
     raise ValueError(f"unknown optimizer {opt.name!r}")
 
 
-def build_train_step(network, training, mode: str) -> TrainStep:
+def static_inputs(network, batch_size: int | None):
+    """The ``inputs`` mapping for ``get_output`` that fixes the batch size (or ``None``).
+
+    JAX traces a function per input shape and cannot trace shapes it does not
+    know statically (a pooling gradient allocating ``(N, C, H)`` from the
+    symbolic batch size fails), so JAX-mode functions are built for one batch size.
+    """
+    if batch_size is None:
+        return None
+    layer = network.input_layer
+    return {layer: pt.specify_shape(layer.input_var, (batch_size, *layer.shape[1:]))}
+
+
+class _PerBatchSize:
+    """Call the function compiled for the batch size of the first argument (compiling once per size)."""
+
+    def __init__(self, compile_for):
+        self._compile_for = compile_for
+        self._fns: dict[int, object] = {}
+
+    def __call__(self, x, *rest):
+        n = len(x)
+        fn = self._fns.get(n)
+        if fn is None:
+            fn = self._fns[n] = self._compile_for(n)
+        return fn(x, *rest)
+
+
+def network_function(network, make_outputs, mode: str):
+    """Compile ``f(x) -> make_outputs(inputs)`` for the network's input.
+
+    ``make_outputs(inputs)`` builds the outputs with ``get_output(..., inputs=inputs)``.
+    In JAX mode one function is compiled per batch size met (static shapes);
+    elsewhere a single function takes any batch size.
+    """
+    x = network.input_layer.input_var
+
+    def compile_for(n):
+        return pytensor.function([x], make_outputs(static_inputs(network, n)), mode=mode)
+
+    return _PerBatchSize(compile_for) if mode == "JAX" else compile_for(None)
+
+
+def build_train_step(network, training, mode: str, batch_size: int | None = None) -> TrainStep:
     """Compile the training step for ``network`` with the ``training`` config section.
 
     The loss is the mean categorical cross-entropy; ``weight_decay`` adds
@@ -73,11 +116,14 @@ def build_train_step(network, training, mode: str) -> TrainStep:
     ``adamw``, which decays decoupled from the gradient.  With
     ``nan_policy: skip`` every tensor update is guarded so that a step with a
     non-finite loss changes no parameter, statistic or optimizer slot (the
-    dropout generators still advance).
+    dropout generators still advance).  With ``batch_size`` the step is built
+    for that batch size only (what JAX mode needs).
     """
     x = network.input_layer.input_var
     y = pt.ivector("y")
-    out, layer_updates = L.get_output(network.output_layer, return_updates=True)
+    out, layer_updates = L.get_output(
+        network.output_layer, inputs=static_inputs(network, batch_size), return_updates=True
+    )
     loss = objectives.categorical_crossentropy(out, y).mean()
     acc = objectives.categorical_accuracy(out, y).mean(dtype=pytensor.config.floatX)
     opt = training.optimizer
@@ -103,6 +149,8 @@ def build_train_step(network, training, mode: str) -> TrainStep:
 
 def build_predict(network, mode: str):
     """Compile ``predict(x) -> probabilities`` with batch norm in inference mode."""
-    x = network.input_layer.input_var
-    out = L.get_output(network.output_layer, deterministic=True)
-    return pytensor.function([x], out, mode=mode)
+    return network_function(
+        network,
+        lambda inputs: L.get_output(network.output_layer, inputs=inputs, deterministic=True),
+        mode,
+    )

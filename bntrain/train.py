@@ -321,7 +321,8 @@ def _train(
         if pre.standardize:
             preprocess.fit(data.train, tr.batch_size)
     t0 = time.perf_counter()
-    step_fn = build_train_step(network, tr, runtime.mode)
+    static = tr.batch_size if runtime.static_batch else None
+    step_fn = build_train_step(network, tr, runtime.mode, batch_size=static)
     predict = build_predict(network, runtime.mode)
     compile_seconds = time.perf_counter() - t0
     best = _BestTracker(
@@ -362,7 +363,7 @@ def _train(
         if ckpt is None:
             (run_dir / "config.yaml").write_text(config_text)
         _truncate_metrics(metrics_path, first_epoch)
-    drop_last = _drop_last(len(data.train), tr.batch_size, tr.shuffle)
+    drop_last = _drop_last(len(data.train), tr.batch_size, tr.shuffle or runtime.static_batch)
     n_batches = (
         len(data.train) // tr.batch_size
         if drop_last
@@ -491,7 +492,9 @@ def _drop_last(n: int, batch_size: int, shuffle: bool) -> bool:
 
     Shuffled epochs drop any short last batch (its examples come back in other
     epochs); in stored order the last batch is kept unless it would hold a single
-    example, which batch normalization cannot train on (zero variance).
+    example, which batch normalization cannot train on (zero variance).  The JAX
+    backend, whose training step is compiled for one batch size, passes
+    ``shuffle=True`` here so that it never meets a short batch.
     """
     rest = n % batch_size
     return rest != 0 and (shuffle or rest == 1)
