@@ -55,6 +55,17 @@ def gpu_available() -> bool:
         return False
 
 
+def _c_blas_available() -> bool:
+    """Whether PyTensor's C backend found a BLAS to link (its gemm fails to compile without)."""
+    import warnings
+
+    with warnings.catch_warnings():  # PyTensor warns once when it finds no BLAS
+        warnings.simplefilter("ignore")
+        import pytensor
+
+        return bool(str(pytensor.config.blas__ldflags).strip())
+
+
 def _pin_jax_to_cpu() -> None:
     import jax
 
@@ -70,8 +81,13 @@ def resolve_runtime(backend: str = "auto", device: str = "auto") -> Runtime:
     Raises
     ------
     UsageError
-        If a GPU is requested and none is usable, or a GPU with a CPU-only backend.
+        If a GPU is requested and none is usable, a GPU with a CPU-only backend,
+        or backend ``c`` without a BLAS library PyTensor can link.
     """
+    if backend not in ("auto", *_MODES):
+        raise UsageError(f"backend {backend!r} is unknown; use one of auto, jax, numba, c")
+    if device not in ("auto", "cpu", "gpu"):
+        raise UsageError(f"device {device!r} is unknown; use one of auto, cpu, gpu")
     if device == "gpu":
         if backend in ("numba", "c"):
             raise UsageError(
@@ -85,6 +101,11 @@ def resolve_runtime(backend: str = "auto", device: str = "auto") -> Runtime:
         return Runtime("jax", "gpu")
     if device == "auto" and backend in ("auto", "jax") and gpu_available():
         return Runtime("jax", "gpu")
+    if backend == "c" and not _c_blas_available():
+        raise UsageError(
+            "backend c needs a BLAS library PyTensor can link "
+            "(pytensor.config.blas__ldflags is empty); use backend numba"
+        )
     if backend == "jax":
         _pin_jax_to_cpu()
     return Runtime("numba" if backend == "auto" else backend, "cpu")

@@ -348,6 +348,12 @@ def _train(
             best.value, best.epoch = float(ts["best_value"]), int(ts["best_epoch"])
         where = f" and batch {first_batch}" if first_batch else ""
         log(f"resuming {run_dir} after epoch {first_epoch}{where} (step {step})")
+        if runtime.backend == "jax" and network.dropout_layers:
+            log(
+                "warning: backend jax keeps dropout generators inside the compiled function, "
+                "so the dropout masks after this resume differ from an uninterrupted run "
+                "(use backend numba for bit-exact resume)"
+            )
     runinfo = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "seed": tr.seed,

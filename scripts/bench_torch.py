@@ -1,0 +1,190 @@
+"""The PyTorch side of ``scripts/bench.py``: time eager training of one benchmark model.
+
+Run by ``scripts/bench.py`` under the interpreter given by ``--torch-python``
+(by default ``.venv-torch/bin/python``, set up by ``scripts/bench_setup.sh``)::
+
+    .venv-torch/bin/python scripts/bench_torch.py --spec '{"kind": "mlp", ...}' --steps 20
+
+It does not import bntrain (PyTorch and the project may live in different
+Pythons).  The model, the data (NumPy ``default_rng(seed)``), the optimizer
+(SGD, Nesterov momentum 0.9) and the batch-norm settings (epsilon 1e-4,
+moving-average factor 0.1) match ``bench.py``'s bntrain side.  The last line
+of the output is one JSON object: samples/s, median step time, time from
+process start to the end of the first step, and peak resident memory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+__all__ = ["build_model", "main"]
+
+EPS = 1e-4  # bntrain's BatchNormLayer default
+BN_MOMENTUM = 0.1  # bntrain's alpha
+
+
+def build_model(spec: dict):
+    """Return the ``torch.nn.Module`` for a benchmark ``spec`` (see ``bench.py``'s ``SPECS``)."""
+    import torch.nn as tnn
+
+    kind = spec["kind"]
+    if kind == "mlp":
+        layers, width = [], spec["inputs"]
+        for units in spec["hidden"]:
+            layers += [
+                tnn.Linear(width, units, bias=False),
+                tnn.BatchNorm1d(units, eps=EPS, momentum=BN_MOMENTUM),
+                tnn.ReLU(),
+            ]
+            width = units
+        layers.append(tnn.Linear(width, spec["classes"]))
+        return tnn.Sequential(*layers)
+    if kind == "cnn":
+        layers, ch, hw = [], spec["channels"], spec["hw"]
+        for filters in spec["filters"]:
+            layers += [
+                tnn.Conv2d(ch, filters, 3, padding=1, bias=False),
+                tnn.BatchNorm2d(filters, eps=EPS, momentum=BN_MOMENTUM),
+                tnn.ReLU(),
+                tnn.MaxPool2d(2),
+            ]
+            ch, hw = filters, hw // 2
+        layers += [tnn.Flatten(), tnn.Linear(ch * hw * hw, spec["classes"])]
+        return tnn.Sequential(*layers)
+    if kind == "resnet":
+        return _resnet(spec)
+    raise ValueError(f"unknown model kind {kind!r}")
+
+
+def _resnet(spec: dict):
+    import torch.nn as tnn
+
+    def conv_bn(cin, cout, k, stride):
+        return [
+            tnn.Conv2d(cin, cout, k, stride=stride, padding=k // 2, bias=False),
+            tnn.BatchNorm2d(cout, eps=EPS, momentum=BN_MOMENTUM),
+        ]
+
+    class Block(tnn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.body = tnn.Sequential(
+                *conv_bn(cin, cout, 3, stride), tnn.ReLU(), *conv_bn(cout, cout, 3, 1)
+            )
+            self.short = (
+                tnn.Sequential(*conv_bn(cin, cout, 1, stride))
+                if stride != 1 or cin != cout
+                else tnn.Identity()
+            )
+
+        def forward(self, x):
+            return tnn.functional.relu(self.body(x) + self.short(x))
+
+    ch = spec["stem"]
+    layers = [*conv_bn(spec["channels"], ch, 3, 1), tnn.ReLU()]
+    for i, width in enumerate(spec["stages"]):
+        layers.append(Block(ch, width, 1 if i == 0 else 2))
+        ch = width
+    layers += [tnn.AdaptiveAvgPool2d(1), tnn.Flatten(), tnn.Linear(ch, spec["classes"])]
+    return tnn.Sequential(*layers)
+
+
+def input_shape(spec: dict) -> tuple[int, ...]:
+    """One example's shape."""
+    if spec["kind"] == "mlp":
+        return (spec["inputs"],)
+    return (spec["channels"], spec["hw"], spec["hw"])
+
+
+def make_batches(spec: dict, seed: int, count: int = 4):
+    """``count`` random float32 batches and int labels, from ``np.random.default_rng(seed)``."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    shape = (spec["batch"], *input_shape(spec))
+    return [
+        (
+            rng.normal(size=shape).astype(np.float32),
+            rng.integers(0, spec["classes"], size=spec["batch"]).astype(np.int32),
+        )
+        for _ in range(count)
+    ]
+
+
+def peak_mib() -> float:
+    """This process's peak resident memory in MiB (``ru_maxrss`` is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run(spec: dict, steps: int, warmup: int, device: str, threads: int, seed: int, t0: float):
+    """Train ``steps`` timed steps after the first and ``warmup`` more; return the result dict."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    dev = torch.device("cuda" if device == "gpu" else "cpu")
+    model = build_model(spec).to(dev).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    batches = [
+        (torch.from_numpy(x).to(dev), torch.from_numpy(y).long().to(dev))
+        for x, y in make_batches(spec, seed)
+    ]
+
+    def step(i):
+        x, y = batches[i % len(batches)]
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        return loss.item()  # synchronises, as a training loop that logs the loss does
+
+    step(0)
+    first_step_s = time.time() - t0
+    for i in range(warmup):
+        step(i + 1)
+    times = []
+    for i in range(steps):
+        t = time.perf_counter()
+        step(i)
+        times.append(time.perf_counter() - t)
+    total = float(np.sum(times))
+    return {
+        "framework": "pytorch",
+        "backend": f"eager-{'cuda' if device == 'gpu' else 'cpu'}",
+        "version": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "samples_s": spec["batch"] / float(np.median(times)),  # robust to a busy neighbour
+        "mean_samples_s": spec["batch"] * steps / total,
+        "step_ms": float(np.median(times)) * 1e3,
+        "first_step_s": first_step_s,
+        "peak_mib": peak_mib(),
+    }
+
+
+def main(argv=None) -> None:
+    """Parse the arguments, run, print one JSON line."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--spec", required=True, help="the model spec, as JSON")
+    ap.add_argument("--steps", type=int, default=20)
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--t0", type=float, default=None, help="process start (time.time())")
+    args = ap.parse_args(argv)
+    t0 = args.t0 if args.t0 is not None else time.time()
+    result = run(
+        json.loads(args.spec), args.steps, args.warmup, args.device, args.threads, args.seed, t0
+    )
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
