@@ -78,6 +78,19 @@ batch_size_option = click.option(
 @click.version_option(__version__, prog_name="bntrain")
 def main():
     """Train batch-normalized networks from YAML configs."""
+    _quiet_backend_warnings()
+
+
+def _quiet_backend_warnings() -> None:
+    """Hide JAX/PyTensor notices that say nothing a user can act on."""
+    import warnings
+
+    for message in (
+        r"Explicitly requested dtype .* is not available",  # JAX without x64: float32/int32 used
+        r"Skipping Assert",  # PyTensor's JAX mode drops shape assertions it cannot trace
+        r"The RandomType SharedVariables",  # JAX mode copies dropout generators
+    ):
+        warnings.filterwarnings("ignore", message=message, category=UserWarning)
 
 
 @main.command()

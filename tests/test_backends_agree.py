@@ -47,3 +47,26 @@ def test_numba_and_jax_agree_on_a_conv_net():
     for qa, qb in zip(a_probs, b_probs, strict=True):
         assert qa.shape == qb.shape
         np.testing.assert_allclose(qa, qb, rtol=1e-3, atol=1e-6)
+
+
+def test_fit_with_jax_backend_prints_no_backend_noise(tiny_config_file):
+    from click.testing import CliRunner
+
+    from bntrain.cli import main
+
+    result = CliRunner().invoke(
+        main,
+        [
+            "fit",
+            str(tiny_config_file),
+            "--quiet",
+            "--set",
+            "backend=jax",
+            "--set",
+            "training.epochs=1",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert result.stderr == ""
+    assert result.stdout.startswith("run folder: ")
+    assert "test accuracy: " in result.stdout
