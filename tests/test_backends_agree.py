@@ -54,19 +54,20 @@ def test_fit_with_jax_backend_prints_no_backend_noise(tiny_config_file):
 
     from bntrain.cli import main
 
-    result = CliRunner().invoke(
-        main,
-        [
-            "fit",
-            str(tiny_config_file),
-            "--quiet",
-            "--set",
-            "backend=jax",
-            "--set",
-            "training.epochs=1",
-        ],
-    )
+    args = [
+        "fit",
+        str(tiny_config_file),
+        "--quiet",
+        "--set",
+        "backend=jax",
+        "--set",
+        "training.epochs=1",
+    ]
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
+    assert [str(w.message)[:80] for w in seen if issubclass(w.category, UserWarning)] == []
     assert result.stderr == ""
     assert result.stdout.startswith("run folder: ")
     assert "test accuracy: " in result.stdout
