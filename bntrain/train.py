@@ -285,9 +285,8 @@ def _check_resume_sections(ckpt, network) -> None:
 
 
 def _restore_training_state(ckpt, network, step_fn) -> None:
+    """Load optimizer slots and dropout generators (sections checked by _check_resume_sections)."""
     where = f"'{ckpt.path}'"
-    if ckpt.optimizer is None:
-        raise CheckpointError(f"--resume: {where} has no /optimizer section; cannot resume exactly")
     for name, var in step_fn.optimizer_state.items():
         if name not in ckpt.optimizer:
             raise CheckpointError(f"--resume: {where} lacks optimizer state /optimizer/{name}")
@@ -297,15 +296,10 @@ def _restore_training_state(ckpt, network, step_fn) -> None:
                 f"--resume: {where}: /optimizer/{name} has shape {list(value.shape)}"
             )
         var.set_value(value.astype(var.dtype))
-    dropout = network.dropout_layers
-    if dropout and not ckpt.rng:
-        raise CheckpointError(f"--resume: {where} has no /rng section; dropout masks would differ")
-    for layer in dropout:
+    for layer in network.dropout_layers:
         if layer.name not in ckpt.rng:
             raise CheckpointError(f"--resume: {where} lacks /rng/{layer.name}")
         _set_rng_state(layer, ckpt.rng[layer.name])
-    if ckpt.train_state is None:
-        raise CheckpointError(f"--resume: {where} has no /train_state section")
 
 
 def _train(
