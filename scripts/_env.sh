@@ -19,6 +19,7 @@ if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys; sys.exit(
   PY=$(find_python) || { echo "error: bntrain needs Python >= 3.12; install one (e.g. 'pyenv install 3.12') or set BNTRAIN_PYTHON=/path/to/python3.12" >&2; exit 2; }
   rm -rf "$VENV"
   "$PY" -m venv "$VENV"
-  "$VENV/bin/python" -m pip install -q --upgrade pip
+  "$VENV/bin/python" -m pip install -q --upgrade pip 2> >(grep -v "^WARNING: Location 'file:" >&2)
 fi
-"$VENV/bin/python" -m pip install -q -e ".[test]"
+# (this machine's pip config names a local index folder that may be missing: drop that noise)
+"$VENV/bin/python" -m pip install -q -e ".[test]" 2> >(grep -v "^WARNING: Location 'file:" >&2)
