@@ -197,7 +197,33 @@ class Uniform(Initializer):
         return floatX(self._get_rng().uniform(low=lo, high=hi, size=shape))
 
 
-class Glorot(Initializer):
+class _FanScaled(Initializer):
+    """Shared part of :class:`Glorot` and :class:`He`: a distribution scaled by the fans."""
+
+    def __init__(self, initializer, gain: float | str = 1.0, c01b: bool = False, rng=None):
+        super().__init__(rng)
+        name = type(self).__name__
+        self.initializer = initializer
+        self.gain = _check_gain(name, gain)
+        self.c01b = bool(c01b)
+
+    def _std(self, shape: tuple[int, ...]) -> float:
+        raise NotImplementedError
+
+    def _check_c01b(self, shape: tuple[int, ...]) -> None:
+        if len(shape) != 4:
+            raise InitShapeError(
+                f"{type(self).__name__}: if c01b is True, only shapes of length 4 are accepted, "
+                f"got {shape!r}"
+            )
+
+    def sample(self, shape) -> np.ndarray:
+        shape = _shape_tuple(type(self).__name__, shape)
+        std = self._std(shape)
+        return _make(self.initializer, std, self._get_rng()).sample(shape)
+
+
+class Glorot(_FanScaled):
     """Glorot (Xavier) initialization with weights of the distribution ``initializer``.
 
     The standard deviation is ``gain * sqrt(2 / ((fan_in + fan_out) * receptive_field))``
@@ -218,20 +244,10 @@ class Glorot(Initializer):
         See :class:`Initializer`.
     """
 
-    def __init__(self, initializer, gain: float | str = 1.0, c01b: bool = False, rng=None):
-        super().__init__(rng)
-        name = type(self).__name__
-        self.initializer = initializer
-        self.gain = _check_gain(name, gain)
-        self.c01b = bool(c01b)
-
     def _std(self, shape: tuple[int, ...]) -> float:
         name = type(self).__name__
         if self.c01b:
-            if len(shape) != 4:
-                raise InitShapeError(
-                    f"{name}: if c01b is True, only shapes of length 4 are accepted, got {shape!r}"
-                )
+            self._check_c01b(shape)
             n1, n2 = shape[0], shape[3]
             receptive_field_size = shape[1] * shape[2]
         else:
@@ -242,11 +258,6 @@ class Glorot(Initializer):
             n1, n2 = shape[:2]
             receptive_field_size = math.prod(shape[2:])
         return self.gain * math.sqrt(2.0 / ((n1 + n2) * receptive_field_size))
-
-    def sample(self, shape) -> np.ndarray:
-        shape = _shape_tuple(type(self).__name__, shape)
-        std = self._std(shape)
-        return _make(self.initializer, std, self._get_rng()).sample(shape)
 
 
 class GlorotNormal(Glorot):
@@ -263,7 +274,7 @@ class GlorotUniform(Glorot):
         super().__init__(Uniform, gain, c01b, rng)
 
 
-class He(Initializer):
+class He(_FanScaled):
     """He (Kaiming) initialization with weights of the distribution ``initializer``.
 
     The standard deviation is ``gain * sqrt(1 / fan_in)`` where ``fan_in`` is
@@ -282,20 +293,10 @@ class He(Initializer):
         See :class:`Initializer`.
     """
 
-    def __init__(self, initializer, gain: float | str = 1.0, c01b: bool = False, rng=None):
-        super().__init__(rng)
-        name = type(self).__name__
-        self.initializer = initializer
-        self.gain = _check_gain(name, gain)
-        self.c01b = bool(c01b)
-
     def _std(self, shape: tuple[int, ...]) -> float:
         name = type(self).__name__
         if self.c01b:
-            if len(shape) != 4:
-                raise InitShapeError(
-                    f"{name}: if c01b is True, only shapes of length 4 are accepted, got {shape!r}"
-                )
+            self._check_c01b(shape)
             fan_in = math.prod(shape[:3])
         elif len(shape) == 2:
             fan_in = shape[0]
@@ -306,11 +307,6 @@ class He(Initializer):
                 f"{name}: this initializer only works with shapes of length >= 2, got {shape!r}"
             )
         return self.gain * math.sqrt(1.0 / fan_in)
-
-    def sample(self, shape) -> np.ndarray:
-        shape = _shape_tuple(type(self).__name__, shape)
-        std = self._std(shape)
-        return _make(self.initializer, std, self._get_rng()).sample(shape)
 
 
 class HeNormal(He):
