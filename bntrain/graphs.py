@@ -8,7 +8,7 @@ Everything symbolic that the CLI runs is built here, from a
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pytensor
@@ -33,11 +33,74 @@ class TrainStep:
         The learning rate (float32 scalar), set before each step by the schedule.
     optimizer_state : OrderedDict
         Optimizer slots by name.
+    rng_cells : dict
+        JAX mode only: for each dropout layer, the storage cell of the private
+        copy of its generator that PyTensor's JAX linker draws from (the layer's
+        own ``rng`` does not advance there).
     """
 
     fn: object
     lr: object
     optimizer_state: OrderedDict
+    rng_cells: dict = field(default_factory=dict)
+
+    def rng_state(self, layer) -> dict:
+        """The current state of a dropout layer's generator, as JSON-able data."""
+        cell = self.rng_cells.get(layer)
+        if cell is None:
+            return layer.rng.get_value(borrow=True).bit_generator.state
+        return {"bit_generator": "jax", "value": _plain(cell[0])}
+
+    def set_rng_state(self, layer, state: dict) -> None:
+        """Restore what :meth:`rng_state` returned.
+
+        Raises
+        ------
+        ValueError
+            If the state was saved by the other kind of backend.
+        """
+        cell = self.rng_cells.get(layer)
+        if (state.get("bit_generator") == "jax") != (cell is not None):
+            saved = "jax" if state.get("bit_generator") == "jax" else "numba/c"
+            raise ValueError(
+                f"the dropout generator of {layer.name!r} was saved by the {saved} backend; "
+                f"resume with the backend that trained the run"
+            )
+        if cell is not None:
+            cell[0] = _unplain(state["value"])
+            return
+        bitgen = getattr(np.random, state["bit_generator"])()
+        bitgen.state = state
+        layer.rng.set_value(np.random.Generator(bitgen), borrow=True)
+
+
+def _plain(value):
+    """JAX generator state (nested dict of arrays) -> JSON-able data."""
+    if isinstance(value, dict):
+        return {key: _plain(v) for key, v in value.items()}
+    arr = np.asarray(value)
+    return {"dtype": arr.dtype.name, "data": arr.tolist()}
+
+
+def _unplain(value):
+    import jax.numpy as jnp
+
+    if "dtype" in value and "data" in value:
+        return jnp.asarray(np.asarray(value["data"], dtype=value["dtype"]))
+    return {key: _unplain(v) for key, v in value.items()}
+
+
+def _jax_rng_cells(fn, layers) -> dict:
+    """Find where a JAX-mode function keeps its copies of the layers' generators."""
+    cells_in = getattr(fn.vm, "inputs", None)
+    if cells_in is None:  # pragma: no cover - depends on PyTensor's JIT linker
+        raise RuntimeError("cannot find the JAX function's generator storage")
+    by_var = {layer.rng: layer for layer in layers}
+    return {
+        by_var[inp.variable]: cells_in[i]
+        for i, inp in enumerate(fn.maker.inputs)
+        if inp.variable in by_var
+    }
 
 
 def _optimizer_updates(opt, loss, params, lr, regularizable):
@@ -144,7 +207,13 @@ def build_train_step(network, training, mode: str, batch_size: int | None = None
             for var, new in ups.items()
         )
     fn = pytensor.function([x, y], [loss, acc], updates=ups, mode=mode)
-    return TrainStep(fn=fn, lr=lr, optimizer_state=state)
+    dropout = [
+        layer
+        for layer in L.get_all_layers(network.output_layer)
+        if isinstance(layer, L.DropoutLayer)
+    ]
+    cells = _jax_rng_cells(fn, dropout) if mode == "JAX" and dropout else {}
+    return TrainStep(fn=fn, lr=lr, optimizer_state=state, rng_cells=cells)
 
 
 def build_predict(network, mode: str):

@@ -89,16 +89,6 @@ def _versions() -> dict:
     }
 
 
-def _rng_state(layer) -> dict:
-    return layer.rng.get_value(borrow=True).bit_generator.state
-
-
-def _set_rng_state(layer, state: dict) -> None:
-    bitgen = getattr(np.random, state["bit_generator"])()
-    bitgen.state = state
-    layer.rng.set_value(np.random.Generator(bitgen), borrow=True)
-
-
 class _BestTracker:
     def __init__(self, metric: str):
         self.metric = metric
@@ -299,7 +289,10 @@ def _restore_training_state(ckpt, network, step_fn) -> None:
     for layer in network.dropout_layers:
         if layer.name not in ckpt.rng:
             raise CheckpointError(f"--resume: {where} lacks /rng/{layer.name}")
-        _set_rng_state(layer, ckpt.rng[layer.name])
+        try:
+            step_fn.set_rng_state(layer, ckpt.rng[layer.name])
+        except ValueError as exc:
+            raise CheckpointError(f"--resume: {where}: {exc}") from None
 
 
 def _train(
@@ -342,12 +335,6 @@ def _train(
             best.value, best.epoch = float(ts["best_value"]), int(ts["best_epoch"])
         where = f" and batch {first_batch}" if first_batch else ""
         log(f"resuming {run_dir} after epoch {first_epoch}{where} (step {step})")
-        if runtime.backend == "jax" and network.dropout_layers:
-            log(
-                "warning: backend jax keeps dropout generators inside the compiled function, "
-                "so the dropout masks after this resume differ from an uninterrupted run "
-                "(use backend numba for bit-exact resume)"
-            )
     runinfo = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "seed": tr.seed,
@@ -545,7 +532,7 @@ def _save(path, network, config_text, epoch, step, step_fn, tr, state, preproces
             "lr": float(step_fn.lr.get_value()),
             "step": step,
         },
-        rng_states={layer.name: _rng_state(layer) for layer in network.dropout_layers},
+        rng_states={layer.name: step_fn.rng_state(layer) for layer in network.dropout_layers},
         train_state=state,
         preprocess_state=preprocess.state(),
     )

@@ -71,3 +71,31 @@ def test_fit_with_jax_backend_prints_no_backend_noise(tiny_config_file):
     assert result.stderr == ""
     assert result.stdout.startswith("run folder: ")
     assert "test accuracy: " in result.stdout
+
+
+def test_jax_resume_equals_uninterrupted_run_bit_for_bit_with_dropout(tmp_path):
+    """JAX keeps a private copy of each dropout generator; checkpoints save and restore that copy."""
+    import pytest
+
+    from bntrain.config import load_config
+    from bntrain.train import fit
+
+    from .conftest import TINY_MLP
+    from .test_cli_fit import _arrays
+
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(TINY_MLP)
+    sets = ["backend=jax", "training.epochs=4", "training.recompute_stats=false"]
+    fit(load_config(cfg_path, [*sets, "output.dir=straight"]))
+
+    def interrupt_after_epoch_2(line):
+        if line.startswith("epoch 2/4"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(load_config(cfg_path, [*sets, "output.dir=broken"]), log=interrupt_after_epoch_2)
+    fit(load_config(cfg_path, [*sets, "output.dir=broken"]), resume=tmp_path / "broken")
+    a, b = _arrays(tmp_path / "straight" / "last.h5"), _arrays(tmp_path / "broken" / "last.h5")
+    assert sorted(a) == sorted(b)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)

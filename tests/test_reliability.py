@@ -457,7 +457,9 @@ def test_equality_check_catches_a_missing_restore(
     run_dir = tmp_path / "killed"
     shutil.copytree(killed_mid_epoch, run_dir)
     if skip == "rng":
-        monkeypatch.setattr(T, "_set_rng_state", lambda layer, state: None)
+        from bntrain.graphs import TrainStep
+
+        monkeypatch.setattr(TrainStep, "set_rng_state", lambda self, layer, state: None)
     else:
         real = T.BatchIterator
         monkeypatch.setattr(
