@@ -176,50 +176,52 @@ def bn_levels(bn_layers) -> list[list]:
     return groups
 
 
-def _host_reduce(mode_name: str) -> bool:
-    """Whether per-batch reductions run on the host (JAX has no float64 without x64)."""
-    return str(mode_name).upper() == "JAX"
+def _reduce_dtype(mode_name: str) -> str:
+    """float64 where the backend has it; JAX (x64 off) reduces in float32, corrected."""
+    return "float32" if str(mode_name).upper() == "JAX" else "float64"
 
 
 def _compile_pass(network, targets, settled, mode_name: str):
-    """Compile ``f(x)`` giving, per target layer, what its accumulator needs.
+    """Compile ``f(x)`` giving, per target layer, the batch's per-channel moments.
 
-    In graph reduction (Numba, C...) the outputs are, per target, the float64
-    batch mean, the float64 ``M2`` (two-pass) and the input's shape; with JAX,
-    the raw float32 inputs.
+    Per target the outputs are the batch mean ``m``, the sum of ``x - m`` and
+    the sum of ``(x - m)**2`` (a corrected two-pass reduction), and the input's
+    shape.  With Numba/C they are computed in float64; with JAX, which has no
+    float64 without x64, in float32: ``x - m`` is then exact for values near
+    the mean and the first-order error of ``m`` is removed on the host (see
+    :func:`_batch_moments`), so the variance keeps float32's relative precision
+    even for a channel whose mean is 10**6 times its spread.
     """
     sources = [bn.input_layer for bn in targets]
     kwargs = {}
     if any(isinstance(layer, L.BatchNormLayer) for layer in L.get_all_layers(sources)):
         kwargs["batch_norm_use_averages"] = frozenset(settled) if settled else False
         kwargs["batch_norm_update_averages"] = False
-    host = _host_reduce(mode_name)
+    dtype = _reduce_dtype(mode_name)
 
     def make_outputs(inputs):
         acts = L.get_output(sources, inputs=inputs, deterministic=True, **kwargs)
-        if host:
-            return list(acts)
         outputs = []
         for bn, act in zip(targets, acts, strict=True):
-            x64 = pt.cast(act, "float64")
-            mean = pt.mean(x64, axis=bn.axes)
-            centered = x64 - bn._broadcast(mean, x64)
-            m2 = pt.sum(pt.sqr(centered), axis=bn.axes)
-            outputs.extend([mean, m2, act.shape])
+            xs = pt.cast(act, dtype)
+            mean = pt.mean(xs, axis=bn.axes, acc_dtype=dtype)
+            centered = xs - bn._broadcast(mean, xs)
+            s1 = pt.sum(centered, axis=bn.axes, acc_dtype=dtype)
+            s2 = pt.sum(pt.sqr(centered), axis=bn.axes, acc_dtype=dtype)
+            outputs.extend([mean, s1, s2, act.shape])
         return outputs
 
     return network_function(network, make_outputs, mode_name)
 
 
-def _batch_moments(bn, outs, i: int, host: bool):
-    """``(count, mean, M2)`` of target ``i`` from a compiled pass's outputs."""
-    if host:
-        moments = RunningMoments(bn.param_shape)
-        moments.update(np.asarray(outs[i]), axes=bn.axes)
-        return int(moments.count), moments.mean, moments.M2
-    mean, m2, shape = outs[3 * i], outs[3 * i + 1], outs[3 * i + 2]
+def _batch_moments(bn, outs, i: int):
+    """``(count, mean, M2)`` in float64 of target ``i`` from a compiled pass's outputs."""
+    mean, s1, s2, shape = outs[4 * i : 4 * i + 4]
     count = int(np.prod([int(shape[a]) for a in bn.axes]))
-    return count, np.asarray(mean), np.asarray(m2)
+    s1 = np.asarray(s1, dtype=np.float64)
+    mean = np.asarray(mean, dtype=np.float64) + s1 / count
+    m2 = np.maximum(np.asarray(s2, dtype=np.float64) - s1 * s1 / count, 0.0)
+    return count, mean, m2
 
 
 def _batches(ds, preprocess, batch_size: int):
@@ -303,7 +305,6 @@ def compute_bn_stats(
     if n == 0:
         raise ValueError("compute_bn_stats: the dataset has no examples")
     groups = [bns] if mode == "batch" else bn_levels(bns)
-    host = _host_reduce(mode_name)
     found: dict = {}
     saved = {bn: (bn.mean.get_value(), bn.inv_std.get_value()) for bn in bns}
     bar = _progress_bar(progress, n * len(groups))
@@ -317,7 +318,7 @@ def compute_bn_stats(
             for x in _batches(ds, preprocess, batch_size):
                 outs = fn(x)
                 for i, (bn, acc) in enumerate(zip(targets, accs, strict=True)):
-                    acc.add(*_batch_moments(bn, outs, i, host))
+                    acc.add(*_batch_moments(bn, outs, i))
                 if bar is not None:
                     bar.update(len(x))
             for bn, acc in zip(targets, accs, strict=True):
