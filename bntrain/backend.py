@@ -1,7 +1,9 @@
 """Backend (PyTensor mode) and device selection.
 
-``backend: auto`` picks Numba on the CPU (measured fastest there, see
-``docs/benchmarks.md``) and JAX on a GPU (the only backend that reaches it).
+``backend: auto`` picks JAX, on the CPU (measured fastest there and quickest
+to compile, see ``docs/benchmarks.md``) and on a GPU (the only backend that
+reaches it).  Numba (``backend: numba``) runs every graph for any batch size
+with one compiled function and keeps float64 statistics inside the graph.
 ``device: auto`` means a GPU when JAX sees one, else the CPU.
 """
 
@@ -106,6 +108,6 @@ def resolve_runtime(backend: str = "auto", device: str = "auto") -> Runtime:
             "backend c needs a BLAS library PyTensor can link "
             "(pytensor.config.blas__ldflags is empty); use backend numba"
         )
-    if backend == "jax":
+    if backend in ("auto", "jax"):
         _pin_jax_to_cpu()
-    return Runtime("numba" if backend == "auto" else backend, "cpu")
+    return Runtime("jax" if backend == "auto" else backend, "cpu")

@@ -716,7 +716,7 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, a few steps (seconds)")
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    ap.add_argument("--backend", choices=("numba", "jax"), default="numba", help="on the CPU")
+    ap.add_argument("--backend", choices=("numba", "jax"), default="jax", help="on the CPU (default: jax, what backend: auto picks)")
     ap.add_argument("--models", nargs="+", choices=list(SPECS), default=list(SPECS))
     ap.add_argument("--rounds", type=int, default=None, help="default 3 (1 with --smoke)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per run")

@@ -45,8 +45,8 @@ def test_gpu_with_a_cpu_only_backend(backend):
 @pytest.mark.parametrize(
     ("backend", "device", "expected"),
     [
-        ("auto", "auto", Runtime("numba", "cpu")),
-        ("auto", "cpu", Runtime("numba", "cpu")),
+        ("auto", "auto", Runtime("jax", "cpu")),
+        ("auto", "cpu", Runtime("jax", "cpu")),
         ("numba", "auto", Runtime("numba", "cpu")),
         ("numba", "cpu", Runtime("numba", "cpu")),
         ("jax", "auto", Runtime("jax", "cpu")),

@@ -60,7 +60,7 @@ def test_smoke_prints_every_column(smoke):
     rows = {r["framework"]: r for r in result["rows"]}
     assert set(rows) == {"bntrain", "pytorch"}
     ours = rows["bntrain"]
-    assert ours["model"] == "MLP-BN" and ours["backend"] == "numba"
+    assert ours["model"] == "MLP-BN" and ours["backend"] == "jax"
     for col in ("samples/s", "MFU", "peak MiB", "first step s"):
         assert _is_number(ours[col]), (col, ours[col])
     assert ours["MFU"].endswith("%")
@@ -90,7 +90,7 @@ def test_smoke_recompute_and_quickstart_rows(smoke):
     assert raw["ratio"] == pytest.approx(raw["recompute_s"] / raw["inference_s"])
     assert rec["ratio"] == f"{raw['ratio']:.2f}"
     qs = measures["quick start: time to first step (default cache)"]
-    assert qs["backend"] == "numba"
+    assert qs["backend"] == "jax"
     assert 0 < float(qs["bntrain s"]) < 200
     assert "AMD" in result["machine"] or "CPU:" in result["machine"]
     assert result["sgemm_gflops"] > 0.1

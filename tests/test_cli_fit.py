@@ -62,7 +62,7 @@ def test_run_config_is_resolved_and_loads_again(trained):
     folder, _ = trained
     text = (folder / "run" / "config.yaml").read_text()
     run_info = yaml.safe_load(text)["run"]
-    assert run_info["seed"] == 3 and run_info["backend"] == "numba" and run_info["device"] == "cpu"
+    assert run_info["seed"] == 3 and run_info["backend"] == "jax" and run_info["device"] == "cpu"
     assert set(run_info["versions"]) >= {"bntrain", "pytensor", "jax", "numpy", "python"}
     again = load_config(folder / "run" / "config.yaml")
     assert again.training.optimizer.lr == 0.05 and again.model.batch_norm.alpha == 0.1

@@ -94,7 +94,7 @@ def test_example_config_parses_into_typed_objects():
     assert t.schedule.name == "cosine" and t.schedule.warmup_epochs == 0
     assert (t.recompute_stats, t.best_metric, t.nan_policy, t.max_consecutive_nan, t.shuffle) == (
         True,
-        "val_acc",
+        "val_loss",
         "stop",
         10,
         True,
