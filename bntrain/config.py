@@ -315,16 +315,11 @@ class MaxPool2DSpec(_Section):
     name: str | None = None
 
 
-class AvgPool2DSpec(_Section):
-    """``{type: avgpool2d, size: K}``: 2D average pooling."""
+class AvgPool2DSpec(MaxPool2DSpec):
+    """``{type: avgpool2d, size: K}``: 2D average pooling (the fields of ``maxpool2d``, and ``mode``)."""
 
     type: Literal["avgpool2d"] = "avgpool2d"
-    size: Size
-    stride: Stride | None = None
-    pad: PoolPad = 0
-    ignore_border: bool = True
     mode: Literal["average_inc_pad", "average_exc_pad"] = "average_exc_pad"
-    name: str | None = None
 
 
 class GlobalAvgPoolSpec(_Section):

@@ -207,11 +207,7 @@ def build_train_step(network, training, mode: str, batch_size: int | None = None
             for var, new in ups.items()
         )
     fn = pytensor.function([x, y], [loss, acc], updates=ups, mode=mode)
-    dropout = [
-        layer
-        for layer in L.get_all_layers(network.output_layer)
-        if isinstance(layer, L.DropoutLayer)
-    ]
+    dropout = network.dropout_layers
     cells = _jax_rng_cells(fn, dropout) if mode == "JAX" and dropout else {}
     return TrainStep(fn=fn, lr=lr, optimizer_state=state, rng_cells=cells)
 

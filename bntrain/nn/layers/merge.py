@@ -122,6 +122,17 @@ def _first_known(sizes) -> int | None:
     return next((s for s in sizes if s is not None), None)
 
 
+def _cropped_shapes(where: str, input_shapes, cropping) -> list:
+    """The input shapes after ``cropping``, checked to have one number of axes."""
+    try:
+        shapes = autocrop_array_shapes(input_shapes, cropping)
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+    if len({len(s) for s in shapes}) != 1:
+        raise ValueError(f"{where}: the input shapes {shapes!r} differ in number of axes")
+    return shapes
+
+
 class ElemwiseMergeLayer(MergeLayer):
     """Combine inputs of the same shape with a binary element-wise function.
 
@@ -159,12 +170,7 @@ class ElemwiseMergeLayer(MergeLayer):
     def get_output_shape_for(self, input_shapes):
         """The common shape; an unknown size is filled in from another input."""
         where = _label(type(self).__name__, self.name)
-        try:
-            shapes = autocrop_array_shapes(input_shapes, self.cropping)
-        except ValueError as err:
-            raise ValueError(f"{where}: {err}") from None
-        if len({len(s) for s in shapes}) != 1:
-            raise ValueError(f"{where}: the input shapes {shapes!r} differ in number of axes")
+        shapes = _cropped_shapes(where, input_shapes, self.cropping)
         out = tuple(_first_known(sizes) for sizes in zip(*shapes, strict=True))
         for shape in shapes:
             if any(
@@ -277,12 +283,7 @@ class ConcatLayer(MergeLayer):
     def get_output_shape_for(self, input_shapes):
         """The common shape, with the sum of the sizes along ``axis``."""
         where = _label(type(self).__name__, self.name)
-        try:
-            shapes = autocrop_array_shapes(input_shapes, self.cropping)
-        except ValueError as err:
-            raise ValueError(f"{where}: {err}") from None
-        if len({len(s) for s in shapes}) != 1:
-            raise ValueError(f"{where}: the input shapes {shapes!r} differ in number of axes")
+        shapes = _cropped_shapes(where, input_shapes, self.cropping)
         ndim = len(shapes[0])
         axis = self.axis % ndim
         out = [_first_known(sizes) for sizes in zip(*shapes, strict=True)]

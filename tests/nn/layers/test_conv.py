@@ -8,25 +8,10 @@ from pytensor.compile.mode import Mode
 import bntrain.nn as lasagne
 from bntrain.nn.layers import Conv2DLayer, InputLayer, conv_output_length, get_output
 
+from ..ops.test_conv_ops import conv_reference
+
 PY = Mode(linker="py", optimizer="fast_compile")
 IN_SHAPE = (2, 3, 9, 8)
-
-
-def conv_reference(x, w, stride, pad, flip):
-    """Direct loop over output positions (float64)."""
-    n, c, h, wd = x.shape
-    f, _, kh, kw = w.shape
-    (sh, sw), (ph, pw) = stride, pad
-    w = w[:, :, ::-1, ::-1] if flip else w
-    xp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
-    xp[:, :, ph : ph + h, pw : pw + wd] = x
-    oh, ow = (h + 2 * ph - kh) // sh + 1, (wd + 2 * pw - kw) // sw + 1
-    out = np.zeros((n, f, oh, ow))
-    for i in range(oh):
-        for j in range(ow):
-            patch = xp[:, :, i * sh : i * sh + kh, j * sw : j * sw + kw]
-            out[:, :, i, j] = np.einsum("ncab,fcab->nf", patch, w)
-    return out
 
 
 # name -> (filter_size, stride, pad, expected integer padding)
