@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from .errors import UsageError
 
-__all__ = ["Runtime", "resolve_runtime", "gpu_available"]
+__all__ = ["Runtime", "resolve_runtime", "gpu_available", "device_name"]
 
 _MODES = {"numba": "NUMBA", "jax": "JAX", "c": "C"}
 
@@ -55,6 +55,24 @@ def gpu_available() -> bool:
         return any(d.platform == "gpu" for d in jax.devices())
     except RuntimeError:
         return False
+
+
+def device_name(runtime: Runtime) -> str:
+    """What the run computes on, for the record: the GPU's model, else the CPU's."""
+    if runtime.device == "gpu":
+        import jax
+
+        return next(d.device_kind for d in jax.devices() if d.platform == "gpu")
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _c_blas_available() -> bool:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .backend import Runtime, resolve_runtime
+from .backend import Runtime, device_name, resolve_runtime
 from .checkpoint import (
     atomic_copy,
     clean_temp_files,
@@ -341,6 +341,7 @@ def _train(
         "config_dir": str(config.base_dir.resolve()),
         "backend": runtime.backend,
         "device": runtime.device,
+        "device_name": device_name(runtime),
         "versions": _versions(),
         "compile_seconds": round(compile_seconds, 2),
     }

@@ -6,6 +6,13 @@ import textwrap
 
 import pytest
 
+from bntrain.backend import gpu_available
+
+if gpu_available():  # compare GPU results with float32 tolerances: no TF32 in tests
+    import jax
+
+    jax.config.update("jax_default_matmul_precision", "highest")
+
 TINY_MLP = textwrap.dedent(
     """\
     name: tiny

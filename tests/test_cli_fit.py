@@ -64,6 +64,9 @@ def test_run_config_is_resolved_and_loads_again(trained):
     run_info = yaml.safe_load(text)["run"]
     assert run_info["seed"] == 3 and run_info["backend"] == "jax" and run_info["device"] == "cpu"
     assert set(run_info["versions"]) >= {"bntrain", "pytensor", "jax", "numpy", "python"}
+    with open("/proc/cpuinfo") as fh:  # the processor's model, as the kernel names it
+        models = {ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")}
+    assert run_info["device_name"] in models
     again = load_config(folder / "run" / "config.yaml")
     assert again.training.optimizer.lr == 0.05 and again.model.batch_norm.alpha == 0.1
 

@@ -15,6 +15,10 @@ def test_lasagne_style_example_runs_one_step_and_updates_bn_averages(capsys):
     exec(compile(blocks[0], "README.md", "exec"), scope)  # noqa: S102
     loss = float(capsys.readouterr().out.strip())
     assert np.isfinite(loss) and 0 < loss < 10
-    bn = [l for l in scope["lasagne"].layers.get_all_layers(scope["net"]) if type(l).__name__ == "BatchNormLayer"]
+    bn = [
+        l
+        for l in scope["lasagne"].layers.get_all_layers(scope["net"])
+        if type(l).__name__ == "BatchNormLayer"
+    ]
     assert len(bn) == 1
     assert np.any(bn[0].mean.get_value() != 0)  # the moving-average update was applied

@@ -59,7 +59,9 @@ def as_tuple(x, N, t=None):
             expected_type = " or ".join(tt.__name__ for tt in t)
         else:
             expected_type = t.__name__
-        raise TypeError(f"expected a single value or an iterable of {expected_type}, got {x} instead")
+        raise TypeError(
+            f"expected a single value or an iterable of {expected_type}, got {x} instead"
+        )
     if len(X) != N:
         raise ValueError(f"expected a single value or an iterable with length {N}, got {x} instead")
     return X
@@ -109,11 +111,15 @@ def create_param(spec, shape, name=None):
     """
     shape = tuple(shape)
     if any(d <= 0 for d in shape):
-        raise ValueError(f"Cannot create param with a non-positive shape dimension. Tried to create param with shape={shape}, name={name}")
+        raise ValueError(
+            f"Cannot create param with a non-positive shape dimension. Tried to create param with shape={shape}, name={name}"
+        )
     err_prefix = f"cannot initialize parameter {name}: "
     if isinstance(spec, Variable):
         if spec.type.ndim != len(shape):
-            raise ValueError(f"{err_prefix}parameter variable has {spec.type.ndim} dimensions, should be {len(shape)}")
+            raise ValueError(
+                f"{err_prefix}parameter variable has {spec.type.ndim} dimensions, should be {len(shape)}"
+            )
         if isinstance(spec, SharedVariable):
             actual = spec.get_value(borrow=True).shape
             if actual != shape:
@@ -123,7 +129,9 @@ def create_param(spec, shape, name=None):
         return spec
     if isinstance(spec, np.ndarray):
         if spec.shape != shape:
-            raise ValueError(f"{err_prefix}parameter array has shape {spec.shape}, should be {shape}")
+            raise ValueError(
+                f"{err_prefix}parameter array has shape {spec.shape}, should be {shape}"
+            )
         if spec.dtype.kind == "f":
             spec = spec.astype(pytensor.config.floatX)
         return pytensor.shared(spec, name=name)
@@ -133,11 +141,15 @@ def create_param(spec, shape, name=None):
             return create_param(arr, shape, name)
         arr = np.asarray(arr)
         if arr.shape != shape:
-            raise RuntimeError(f"{err_prefix}cannot initialize parameters: the provided callable did not return a value with the correct shape")
+            raise RuntimeError(
+                f"{err_prefix}cannot initialize parameters: the provided callable did not return a value with the correct shape"
+            )
         if arr.dtype.kind == "f":
             arr = arr.astype(pytensor.config.floatX)
         return pytensor.shared(arr, name=name)
-    raise RuntimeError(f"{err_prefix}cannot initialize parameters: 'spec' is not a numpy array, a PyTensor expression, or a callable")
+    raise RuntimeError(
+        f"{err_prefix}cannot initialize parameters: 'spec' is not a numpy array, a PyTensor expression, or a callable"
+    )
 
 
 def compute_norms(array, norm_axes=None):

@@ -29,14 +29,20 @@ class InputLayer(Layer):
         if kwargs:
             raise TypeError(f"InputLayer got unexpected keyword argument(s): {sorted(kwargs)}")
         self.shape = tuple(shape)
-        if any(d is not None and (not isinstance(d, utils.int_types) or d <= 0) for d in self.shape):
-            raise ValueError(f"InputLayer: cannot create with a non-positive or non-integer shape dimension: shape={self.shape!r}, name={name!r}")
+        if any(
+            d is not None and (not isinstance(d, utils.int_types) or d <= 0) for d in self.shape
+        ):
+            raise ValueError(
+                f"InputLayer: cannot create with a non-positive or non-integer shape dimension: shape={self.shape!r}, name={name!r}"
+            )
         ndim = len(self.shape)
         if input_var is None:
             var_name = f"{name}.input" if name is not None else "input"
             input_var = pt.tensor(dtype=utils.floatX(0).dtype.name, shape=self.shape, name=var_name)
         elif not isinstance(input_var, Variable) or input_var.ndim != ndim:
-            raise ValueError(f"InputLayer: shape {self.shape!r} has {ndim} dimensions, but variable {input_var!r} does not")
+            raise ValueError(
+                f"InputLayer: shape {self.shape!r} has {ndim} dimensions, but variable {input_var!r} does not"
+            )
         self.input_var = input_var
         self.name = name
         self.params = {}
