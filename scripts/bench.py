@@ -97,6 +97,7 @@ COLUMNS = [
     "peak MiB",
     "first step s",
 ]
+GPU_PRECISION = {"tf32": "tensorfloat32", "float32": "highest"}  # JAX_DEFAULT_MATMUL_PRECISION
 RECOMPUTE_COLUMNS = ["measure", "backend", "examples", "bntrain s", "reference s", "ratio"]
 
 
@@ -147,6 +148,41 @@ def sgemm_peak(n: int = 2048, repeat: int = 5) -> float:
         a @ b
         best = min(best, time.perf_counter() - t)
     return 2.0 * n**3 / best
+
+
+def worker_gpu_peak(n: int = 8192, repeat: int = 10) -> dict:
+    """Best float32 matrix-product rate of JAX on the GPU (at the precision the env asks for)."""
+    import jax
+    import jax.numpy as jnp
+
+    ka, kb = jax.random.split(jax.random.key(0))
+    a = jax.random.normal(ka, (n, n), jnp.float32)
+    b = jax.random.normal(kb, (n, n), jnp.float32)
+    dot = jax.jit(jnp.dot)
+    dot(a, b).block_until_ready()
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        dot(a, b).block_until_ready()
+        best = min(best, time.perf_counter() - t)
+    dev = jax.devices()[0]
+    return {
+        "flops": 2.0 * n**3 / best,
+        "device": dev.device_kind,
+        "precision": str(jax.config.jax_default_matmul_precision),
+    }
+
+
+def _device_peak_mib() -> float | None:
+    """Peak device memory JAX's allocator has held (GPU only), in MiB."""
+    import jax
+
+    dev = jax.devices()[0]
+    if dev.platform != "gpu":
+        return None
+    stats = dev.memory_stats() or {}
+    peak = stats.get("peak_bytes_in_use")
+    return None if peak is None else peak / 2**20
 
 
 # --------------------------------------------------------------------------------------------
@@ -267,6 +303,7 @@ def worker_train(spec: dict, steps: int, warmup: int, mode: str, seed: int, t0: 
         "step_ms": float(np.median(times)) * 1e3,
         "first_step_s": first_step_s,
         "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "device_peak_mib": _device_peak_mib() if mode == "JAX" else None,
     }
 
 
@@ -347,7 +384,9 @@ def worker_traffic(smoke: bool) -> dict:
     batch = spec["batch"]
     rng = np.random.default_rng(0)
     network = build_bntrain_network(spec, 0)
-    step_fn = build_train_step(network, _training_config(), "JAX")  # dynamic: an MLP traces per shape
+    step_fn = build_train_step(
+        network, _training_config(), "JAX"
+    )  # dynamic: an MLP traces per shape
     params = L.get_all_params(network.output_layer)
     state = list(step_fn.optimizer_state.values())
     bn_avgs = [p for p in params if p not in L.get_all_params(network.output_layer, trainable=True)]
@@ -488,6 +527,8 @@ def _worker_main(args) -> None:
         out = worker_profile(spec, args.mode, args.steps)
     elif args.worker == "quickstart":
         out = worker_quickstart(args.config, args.backend_name, args.device_name, args.t0)
+    elif args.worker == "gpu-peak":
+        out = worker_gpu_peak()
     else:
         out = worker_traffic(args.smoke)
     sys.stdout.write(json.dumps(out) + "\n")
@@ -591,13 +632,24 @@ def machine_description(torch_python: str | None, peak: float, threads: int) -> 
 def run_benchmark(args) -> dict:
     """Run every measurement; return the rows and the machine description."""
     threads = args.threads or os.cpu_count() or 1
-    env = _thread_env(threads, {"JAX_PLATFORMS": "cpu"} if args.device == "cpu" else None)
+    env = _thread_env(
+        threads,
+        {"JAX_PLATFORMS": "cpu"}
+        if args.device == "cpu"
+        else {"JAX_DEFAULT_MATMUL_PRECISION": GPU_PRECISION[args.gpu_precision]},
+    )
     specs = SMOKE_SPECS if args.smoke else SPECS
+    if args.batch:
+        specs = {name: dict(spec, batch=args.batch) for name, spec in specs.items()}
     steps = args.steps or (3 if args.smoke else 30)
     warmup = 1 if args.smoke else 5
     mode = "JAX" if args.device == "gpu" else args.backend.upper()
     torch_python = find_torch_python(args.torch_python)
-    peak = sgemm_peak(512 if args.smoke else 2048, 3 if args.smoke else 5)
+    if args.device == "gpu":  # the GPU's own float32 matrix rate, measured by JAX
+        gpu = _run_json([sys.executable, __file__, "--worker", "gpu-peak"], env, args.timeout)
+        peak = gpu["flops"] if gpu else float("nan")
+    else:
+        peak = sgemm_peak(512 if args.smoke else 2048, 3 if args.smoke else 5)
     results: dict[tuple[str, str], list] = {}
     for _ in range(args.rounds):
         for name in args.models:
@@ -618,7 +670,8 @@ def run_benchmark(args) -> dict:
                     _run_json(
                         [torch_python, str(SCRIPTS / "bench_torch.py"), "--spec", spec,
                          "--steps", str(steps), "--warmup", str(warmup), "--device", args.device,
-                         "--threads", str(threads), "--t0", repr(t0)],
+                         "--threads", str(threads), "--t0", repr(t0),
+                         "--gpu-precision", args.gpu_precision],
                         env,
                         args.timeout,
                     )
@@ -645,7 +698,10 @@ def run_benchmark(args) -> dict:
                     "ratio": _fmt(ratio, ".2f") if framework == "bntrain" else "",
                     "MFU": _fmt(None if rate is None else 100 * rate * flops / peak, ".1f")
                     + ("%" if rate is not None else ""),
-                    "peak MiB": _fmt(_median(res, "peak_mib"), ".0f"),
+                    "peak MiB": _fmt(
+                        _median(res, "device_peak_mib" if args.device == "gpu" else "peak_mib"),
+                        ".0f",
+                    ),
                     "first step s": _fmt(_median(res, "first_step_s"), ".1f"),
                     "step ms": _fmt(_median(res, "step_ms"), ".2f"),
                     "runs": len(ok),
@@ -696,8 +752,15 @@ def run_benchmark(args) -> dict:
                     "ratio": _fmt(r and r["first_step_s"] / 10.0, ".2f"),
                 }
             )
+    machine = machine_description(torch_python, peak, threads)
+    if args.device == "gpu":
+        machine += (
+            f"; GPU: {gpu['device'] if gpu else 'n/a'}, float32 matrix peak (JAX, "
+            f"{args.gpu_precision}) {peak / 1e12:.1f} TFLOP/s; 'peak MiB' is GPU memory "
+            "(allocator peak); PyTorch with cudnn.benchmark"
+        )
     return {
-        "machine": machine_description(torch_python, peak, threads),
+        "machine": machine,
         "sgemm_gflops": peak / 1e9,
         "rounds": args.rounds,
         "steps": steps,
@@ -717,8 +780,21 @@ def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--smoke", action="store_true", help="tiny sizes, a few steps (seconds)")
     ap.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    ap.add_argument("--backend", choices=("numba", "jax"), default="jax", help="on the CPU (default: jax, what backend: auto picks)")
+    ap.add_argument(
+        "--backend",
+        choices=("numba", "jax"),
+        default="jax",
+        help="on the CPU (default: jax, what backend: auto picks)",
+    )
     ap.add_argument("--models", nargs="+", choices=list(SPECS), default=list(SPECS))
+    ap.add_argument("--batch", type=int, default=None, help="override every model's batch size")
+    ap.add_argument(
+        "--gpu-precision",
+        choices=sorted(GPU_PRECISION),
+        default="tf32",
+        help="float32 matrix products and convolutions on the GPU, both frameworks: TF32 "
+        "(JAX's default; PyTorch's for convolutions) or full float32",
+    )
     ap.add_argument("--rounds", type=int, default=None, help="default 3 (1 with --smoke)")
     ap.add_argument("--steps", type=int, default=None, help="timed steps per run")
     ap.add_argument("--threads", type=int, default=None, help="default os.cpu_count()")
@@ -738,7 +814,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     # worker-only arguments
-    ap.add_argument("--worker", choices=("train", "recompute", "quickstart", "traffic", "profile"))
+    ap.add_argument(
+        "--worker", choices=("train", "recompute", "quickstart", "traffic", "profile", "gpu-peak")
+    )
     ap.add_argument("--spec", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--warmup", type=int, default=3, help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="NUMBA", help=argparse.SUPPRESS)

@@ -121,11 +121,25 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run(spec: dict, steps: int, warmup: int, device: str, threads: int, seed: int, t0: float):
+def run(
+    spec: dict,
+    steps: int,
+    warmup: int,
+    device: str,
+    threads: int,
+    seed: int,
+    t0: float,
+    gpu_precision: str = "tf32",
+):
     """Train ``steps`` timed steps after the first and ``warmup`` more; return the result dict."""
     import numpy as np
     import torch
 
+    if device == "gpu":  # the same arithmetic as the JAX side; the fastest cuDNN algorithms
+        tf32 = gpu_precision == "tf32"
+        torch.backends.cuda.matmul.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cudnn.benchmark = True
     torch.set_num_threads(threads)
     torch.manual_seed(seed)
     dev = torch.device("cuda" if device == "gpu" else "cpu")
@@ -165,6 +179,8 @@ def run(spec: dict, steps: int, warmup: int, device: str, threads: int, seed: in
         "step_ms": float(np.median(times)) * 1e3,
         "first_step_s": first_step_s,
         "peak_mib": peak_mib(),
+        "device_peak_mib": (torch.cuda.max_memory_allocated() / 2**20 if device == "gpu" else None),
+        "gpu_precision": gpu_precision if device == "gpu" else None,
     }
 
 
@@ -178,10 +194,18 @@ def main(argv=None) -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--t0", type=float, default=None, help="process start (time.time())")
+    ap.add_argument("--gpu-precision", choices=("tf32", "float32"), default="tf32")
     args = ap.parse_args(argv)
     t0 = args.t0 if args.t0 is not None else time.time()
     result = run(
-        json.loads(args.spec), args.steps, args.warmup, args.device, args.threads, args.seed, t0
+        json.loads(args.spec),
+        args.steps,
+        args.warmup,
+        args.device,
+        args.threads,
+        args.seed,
+        t0,
+        args.gpu_precision,
     )
     sys.stdout.write(json.dumps(result) + "\n")
 
