@@ -13,7 +13,6 @@ import os
 import subprocess
 import sys
 
-import h5py
 import numpy as np
 import pytest
 import yaml
@@ -22,6 +21,7 @@ from bntrain.backend import gpu_available
 
 from .conftest import TINY_MLP
 from .nn.ops.test_conv_ops import CONFIGS, conv_reference, grads_reference
+from .test_cli_fit import _arrays
 
 pytestmark = [
     pytest.mark.gpu,
@@ -54,17 +54,6 @@ def bntrain(*args, device_env: str, cwd) -> subprocess.CompletedProcess:
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc
-
-
-def _datasets(path) -> dict:
-    out = {}
-    with h5py.File(path, "r") as f:
-        f.visititems(
-            lambda name, obj: (
-                out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
-            )
-        )
-    return out
 
 
 def test_conv_ops_on_gpu_match_the_float64_reference():
@@ -135,7 +124,7 @@ def test_fit_recompute_eval_on_gpu_agree_with_cpu(tmp_path, config):
             "recompute-stats", run / "best.h5", "--device", device, "--output", tmp_path / f"{device}.h5",
             "--quiet", device_env=device, cwd=tmp_path,
         )  # fmt: skip
-    gpu, cpu = _datasets(tmp_path / "gpu.h5"), _datasets(tmp_path / "cpu.h5")
+    gpu, cpu = _arrays(tmp_path / "gpu.h5"), _arrays(tmp_path / "cpu.h5")
     stats = sorted(k for k in gpu if k.startswith("bn_stats/"))
     assert stats and stats == sorted(k for k in cpu if k.startswith("bn_stats/"))
     for key in stats:
@@ -175,8 +164,8 @@ def test_a_gpu_run_resumes_on_the_cpu(tmp_path):
         "--resume", tmp_path / "moved", "--device", "cpu", device_env="cpu", cwd=tmp_path,
     )  # fmt: skip
     straight, moved = (
-        _datasets(tmp_path / "straight" / "last.h5"),
-        _datasets(tmp_path / "moved" / "last.h5"),
+        _arrays(tmp_path / "straight" / "last.h5"),
+        _arrays(tmp_path / "moved" / "last.h5"),
     )
     params = [k for k in straight if k.startswith("model/layers/")]
     assert params and sorted(straight) == sorted(moved)
