@@ -39,6 +39,20 @@ TINY_MLP = textwrap.dedent(
 )
 
 
+def h5_datasets(path) -> dict:
+    """Every dataset of an HDF5 file, by its path inside the file."""
+    import h5py
+
+    out = {}
+    with h5py.File(path, "r") as f:
+        f.visititems(
+            lambda name, obj: (
+                out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
+            )
+        )
+    return out
+
+
 @pytest.fixture
 def tiny_config_file(tmp_path):
     """Write the tiny MLP config into a temporary folder and return its path."""

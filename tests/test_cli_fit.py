@@ -13,6 +13,8 @@ from bntrain.config import load_config
 from bntrain.errors import TrainingError
 from bntrain.train import METRICS_COLUMNS, fit
 
+from .conftest import h5_datasets
+
 
 def run(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
@@ -157,13 +159,8 @@ def test_errors_are_one_line_with_exit_code(tiny_config_file, args, code, messag
 
 
 def _arrays(path):
-    out = {}
+    out = h5_datasets(path)
     with h5py.File(path, "r") as f:
-        f.visititems(
-            lambda name, obj: (
-                out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
-            )
-        )
         out["lr"] = f["optimizer"].attrs["lr"]
         out["step"] = f.attrs["step"]
     return {k: v for k, v in out.items() if not k.startswith("bn_stats")}

@@ -19,9 +19,8 @@ import yaml
 
 from bntrain.backend import gpu_available
 
-from .conftest import TINY_MLP
+from .conftest import TINY_MLP, h5_datasets
 from .nn.ops.test_conv_ops import CONFIGS, conv_reference, grads_reference
-from .test_cli_fit import _arrays
 
 pytestmark = [
     pytest.mark.gpu,
@@ -124,7 +123,7 @@ def test_fit_recompute_eval_on_gpu_agree_with_cpu(tmp_path, config):
             "recompute-stats", run / "best.h5", "--device", device, "--output", tmp_path / f"{device}.h5",
             "--quiet", device_env=device, cwd=tmp_path,
         )  # fmt: skip
-    gpu, cpu = _arrays(tmp_path / "gpu.h5"), _arrays(tmp_path / "cpu.h5")
+    gpu, cpu = h5_datasets(tmp_path / "gpu.h5"), h5_datasets(tmp_path / "cpu.h5")
     stats = sorted(k for k in gpu if k.startswith("bn_stats/"))
     assert stats and stats == sorted(k for k in cpu if k.startswith("bn_stats/"))
     for key in stats:
@@ -164,8 +163,8 @@ def test_a_gpu_run_resumes_on_the_cpu(tmp_path):
         "--resume", tmp_path / "moved", "--device", "cpu", device_env="cpu", cwd=tmp_path,
     )  # fmt: skip
     straight, moved = (
-        _arrays(tmp_path / "straight" / "last.h5"),
-        _arrays(tmp_path / "moved" / "last.h5"),
+        h5_datasets(tmp_path / "straight" / "last.h5"),
+        h5_datasets(tmp_path / "moved" / "last.h5"),
     )
     params = [k for k in straight if k.startswith("model/layers/")]
     assert params and sorted(straight) == sorted(moved)

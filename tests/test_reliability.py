@@ -30,7 +30,7 @@ from bntrain.errors import CheckpointError, TrainingError
 from bntrain.nn import layers as L
 from bntrain.train import fit
 
-from .conftest import TINY_MLP
+from .conftest import TINY_MLP, h5_datasets
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).resolve().parent / "_kill_child.py"
@@ -54,13 +54,8 @@ def one_error_line(result, code: int) -> str:
 
 def arrays(path) -> dict:
     """Every dataset of a checkpoint plus the resume attributes, for bit-for-bit comparison."""
-    out = {}
+    out = h5_datasets(path)
     with h5py.File(path, "r") as f:
-        f.visititems(
-            lambda name, obj: (
-                out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
-            )
-        )
         out["optimizer.lr"] = f["optimizer"].attrs["lr"]
         out["step"] = f.attrs["step"]
         out["epoch"] = f.attrs["epoch"]
