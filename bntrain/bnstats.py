@@ -203,9 +203,11 @@ def _compile_pass(network, targets, settled, mode_name: str):
         acts = L.get_output(sources, inputs=inputs, deterministic=True, **kwargs)
         outputs = []
         for bn, act in zip(targets, acts, strict=True):
+            # the same expression as the layer's own batch mean, so that in batch
+            # mode PyTensor merges the two and the data are reduced once less
+            mean = pt.mean(act, axis=bn.axes)
             xs = pt.cast(act, dtype)
-            mean = pt.mean(xs, axis=bn.axes, acc_dtype=dtype)
-            centered = xs - bn._broadcast(mean, xs)
+            centered = xs - bn._broadcast(pt.cast(mean, dtype), xs)
             s1 = pt.sum(centered, axis=bn.axes, acc_dtype=dtype)
             s2 = pt.sum(pt.sqr(centered), axis=bn.axes, acc_dtype=dtype)
             outputs.extend([mean, s1, s2, act.shape])
@@ -222,6 +224,44 @@ def _batch_moments(bn, outs, i: int):
     mean = np.asarray(mean, dtype=np.float64) + s1 / count
     m2 = np.maximum(np.asarray(s2, dtype=np.float64) - s1 * s1 / count, 0.0)
     return count, mean, m2
+
+
+def _run_pass(fn, targets, batches, estimator: str, bar=None) -> dict:
+    """Stream ``batches`` through a compiled pass; ``{target: BnLayerStats}``.
+
+    With JAX a call returns as soon as the batch is dispatched, so the
+    outputs of a batch are read back (and merged in float64) only after the
+    next batch has been dispatched: the host reads the next batch and merges
+    the previous statistics while the device computes, instead of waiting for
+    every batch in turn.  Other backends compute synchronously; their outputs
+    are merged at once (their output buffers may be reused by the next call).
+    """
+    accs = [_ACCUMULATORS[estimator]() for _ in targets]
+
+    def merge(outs):
+        for i, (bn, acc) in enumerate(zip(targets, accs, strict=True)):
+            acc.add(*_batch_moments(bn, outs, i))
+
+    deferred = None
+    for x in batches:
+        outs = fn(x)
+        if deferred is not None:
+            merge(deferred)
+            deferred = None
+        if _is_async(outs):
+            deferred = outs
+        else:
+            merge(outs)
+        if bar is not None:
+            bar.update(len(x))
+    if deferred is not None:
+        merge(deferred)
+    return {bn: acc.result() for bn, acc in zip(targets, accs, strict=True)}
+
+
+def _is_async(outs) -> bool:
+    """Whether a compiled function's outputs are device arrays (JAX) rather than NumPy arrays."""
+    return bool(outs) and not isinstance(outs[0], np.ndarray)
 
 
 def _batches(ds, preprocess, batch_size: int):
@@ -314,15 +354,9 @@ def compute_bn_stats(
             if bar is not None:
                 bar.set_description(f"pass {p + 1}/{len(groups)}")
             fn = _compile_pass(network, targets, settled, mode_name)
-            accs = [_ACCUMULATORS[estimator]() for _ in targets]
-            for x in _batches(ds, preprocess, batch_size):
-                outs = fn(x)
-                for i, (bn, acc) in enumerate(zip(targets, accs, strict=True)):
-                    acc.add(*_batch_moments(bn, outs, i))
-                if bar is not None:
-                    bar.update(len(x))
-            for bn, acc in zip(targets, accs, strict=True):
-                found[bn] = acc.result()
+            found.update(
+                _run_pass(fn, targets, _batches(ds, preprocess, batch_size), estimator, bar)
+            )
             if mode == "layerwise" and p + 1 < len(groups):
                 for bn in targets:
                     load_population(bn, found[bn].mean, found[bn].var)

@@ -393,3 +393,20 @@ def test_report_rows_measure_ema_distance():
 
 def test_report_path_is_next_to_the_checkpoint(tmp_path):
     assert report_path_for(tmp_path / "run" / "best.h5") == tmp_path / "run" / "best.bn_stats.json"
+
+
+@pytest.mark.parametrize("mode_name", [MODE, "JAX"])
+@pytest.mark.parametrize("n", [5, 32, 70])
+def test_every_batch_is_merged_once(mode_name, n):
+    # JAX outputs are read back one batch late (after the next dispatch): the
+    # first, the last and a lone batch must each be merged exactly once.
+    net, _ = _input_bn()
+    rng = np.random.default_rng(5)
+    x = (rng.normal(size=(n, 3)) * [1.0, 3.0, 0.5] + [0.0, -2.0, 7.0]).astype(np.float32)
+    ds = ArrayDS(x)
+    s = compute_bn_stats(net, ds, None, 32, mode_name=mode_name)["bn"]
+    ref = x.astype(np.float64)
+    assert s.count == n
+    assert ds.reads == [(a, min(a + 32, n)) for a in range(0, n, 32)]
+    np.testing.assert_allclose(s.mean, ref.mean(axis=0), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(s.var, ref.var(axis=0), rtol=1e-6)
