@@ -222,3 +222,18 @@ def test_make_node_errors():
         conv2d(pt.tensor4(shape=(None, 2, 5, 5)), pt.tensor4(shape=(4, 3, 3, 3)))
     with pytest.raises(TypeError, match="Conv2d: expected floating-point tensors"):
         conv2d(pt.itensor4(), pt.itensor4())
+
+
+@pytest.mark.parametrize("op_class", [Conv2dGradInputs, Conv2dGradWeights])
+def test_jax_gradient_ops_put_a_barrier_on_g_for_the_cpu(op_class):
+    # the barrier keeps XLA's CPU backend from fusing g's transpose into strided loops
+    import jax
+    from pytensor.link.jax.dispatch import jax_funcify
+
+    fn = jax_funcify(op_class((1, 1), (1, 1), True))
+    a = np.ones((2, 3, 5, 5), np.float32)
+    w = np.ones((4, 3, 3, 3), np.float32)
+    g = np.ones((2, 4, 5, 5), np.float32)
+    args = (w, g, a) if op_class is Conv2dGradInputs else (a, g, w)
+    text = jax.jit(fn).lower(*args).as_text()
+    assert ("optimization_barrier" in text) is (jax.default_backend() == "cpu")
