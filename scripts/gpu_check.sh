@@ -12,8 +12,8 @@
 #    recompute-stats / eval on the GPU against the CPU, a GPU run resumed on the CPU),
 # 3. runs scripts/bench.py --device gpu (bntrain on JAX/CUDA against PyTorch eager on CUDA) and
 #    the host<->device traffic report,
-# 4. with the time left of BNTRAIN_GPU_BUDGET seconds (default 280): the benchmark at batch 512,
-#    a per-layer profile of the ResNet-BN step and the whole test suite on the GPU machine.
+# 4. with the time left of BNTRAIN_GPU_BUDGET seconds (default 280): the benchmark at batch 512
+#    and the whole test suite on the GPU machine.
 # Every step has its own timeout; logs and JSON go to RESULTS_DIR.
 # Exit status: 0 when every step that ran passed, else the number of failed steps.
 set -uo pipefail
@@ -91,6 +91,8 @@ if ! "$PY" -c 'import torch; assert torch.cuda.is_available()' >/dev/null 2>&1; 
 fi
 XDIST=()
 if "$PY" -c 'import xdist' >/dev/null 2>&1; then XDIST=(-n 4); fi
+ALL=("${XDIST[@]}")
+[ ${#XDIST[@]} -eq 0 ] || ALL=(-n 8)
 
 # 2-3. the benchmark first (its figures matter most), the GPU tests, the traffic report
 step bench_gpu 170 "$PY" scripts/bench.py --device gpu --rounds 1 --timeout 80 "${TORCH[@]}" \
@@ -101,8 +103,6 @@ step traffic_gpu 40 "$PY" scripts/bench.py --device gpu --traffic --json "$RES/t
 optional bench_gpu_b512 90 "$PY" scripts/bench.py --device gpu --rounds 1 --batch 512 \
   --models cnn resnet --no-recompute --no-quickstart --timeout 60 "${TORCH[@]}" \
   --json "$RES/bench_gpu_b512.json"
-optional profile_resnet 40 "$PY" scripts/bench.py --device gpu --profile resnet \
-  --json "$RES/profile_resnet.json"
-optional pytest_all 100 "$PY" -m pytest -q -p no:cacheprovider "${XDIST[@]}" -rf tests
+optional pytest_all 100 "$PY" -m pytest -q -p no:cacheprovider "${ALL[@]}" -rf tests
 log "done: $failed failed step(s); results in $RES"
 exit "$failed"
