@@ -184,12 +184,14 @@ def _reduce_dtype(mode_name: str) -> str:
 def _compile_pass(network, targets, settled, mode_name: str):
     """Compile ``f(x)`` giving, per target layer, the batch's per-channel moments.
 
-    Per target the outputs are the batch mean ``m``, the sum of ``x - m`` and
-    the sum of ``(x - m)**2`` (a corrected two-pass reduction), and the input's
-    shape.  With Numba/C they are computed in float64; with JAX, which has no
+    Per target: the input's shape, the batch mean ``m``, the sum of ``x - m``
+    and the sum of ``(x - m)**2`` (a corrected two-pass reduction), all packed
+    into one flat vector (read back with :func:`_unpack`), so that a GPU
+    returns one array per batch rather than four per layer, each a
+    synchronising transfer.  With Numba/C they are computed in float64; with JAX, which has no
     float64 without x64, in float32: ``x - m`` is then exact for values near
     the mean and the first-order error of ``m`` is removed on the host (see
-    :func:`_batch_moments`), so the variance keeps float32's relative precision
+    :func:`_unpack`), so the variance keeps float32's relative precision
     even for a channel whose mean is 10**6 times its spread.
     """
     sources = [bn.input_layer for bn in targets]
@@ -210,20 +212,32 @@ def _compile_pass(network, targets, settled, mode_name: str):
             centered = xs - bn._broadcast(pt.cast(mean, dtype), xs)
             s1 = pt.sum(centered, axis=bn.axes, acc_dtype=dtype)
             s2 = pt.sum(pt.sqr(centered), axis=bn.axes, acc_dtype=dtype)
-            outputs.extend([mean, s1, s2, act.shape])
-        return outputs
+            # each dimension is exact in float32 (< 2**24); the count is formed on the host
+            outputs.extend([pt.cast(act.shape, dtype), pt.cast(mean, dtype), s1, s2])
+        return [pt.concatenate([pt.flatten(o) for o in outputs])]
 
     return network_function(network, make_outputs, mode_name)
 
 
-def _batch_moments(bn, outs, i: int):
-    """``(count, mean, M2)`` in float64 of target ``i`` from a compiled pass's outputs."""
-    mean, s1, s2, shape = outs[4 * i : 4 * i + 4]
-    count = int(np.prod([int(shape[a]) for a in bn.axes]))
-    s1 = np.asarray(s1, dtype=np.float64)
-    mean = np.asarray(mean, dtype=np.float64) + s1 / count
-    m2 = np.maximum(np.asarray(s2, dtype=np.float64) - s1 * s1 / count, 0.0)
-    return count, mean, m2
+def _unpack(targets, packed) -> list[tuple]:
+    """Split a compiled pass's packed vector into ``(count, mean, M2)`` per target, in float64."""
+    flat = np.asarray(packed, dtype=np.float64)
+    pos, moments = 0, []
+    for bn in targets:
+        ndim = len(bn.input_shape)
+        shape = [int(d) for d in flat[pos : pos + ndim]]
+        pos += ndim
+        kept = [shape[d] for d in range(ndim) if d not in bn.axes]
+        size = int(np.prod(kept))
+        mean, s1, s2 = (flat[pos + k * size : pos + (k + 1) * size].reshape(kept) for k in range(3))
+        pos += 3 * size
+        count = int(np.prod([shape[a] for a in bn.axes]))
+        mean = mean + s1 / count
+        m2 = np.maximum(s2 - s1 * s1 / count, 0.0)
+        moments.append((count, mean, m2))
+    if pos != flat.size:
+        raise RuntimeError(f"statistics vector has {flat.size} values, expected {pos}")
+    return moments
 
 
 def _run_pass(fn, targets, batches, estimator: str, bar=None) -> dict:
@@ -239,8 +253,9 @@ def _run_pass(fn, targets, batches, estimator: str, bar=None) -> dict:
     accs = [_ACCUMULATORS[estimator]() for _ in targets]
 
     def merge(outs):
-        for i, (bn, acc) in enumerate(zip(targets, accs, strict=True)):
-            acc.add(*_batch_moments(bn, outs, i))
+        (packed,) = outs
+        for acc, moments in zip(accs, _unpack(targets, packed), strict=True):
+            acc.add(*moments)
 
     deferred = None
     for x in batches:

@@ -410,3 +410,20 @@ def test_every_batch_is_merged_once(mode_name, n):
     assert ds.reads == [(a, min(a + 32, n)) for a in range(0, n, 32)]
     np.testing.assert_allclose(s.mean, ref.mean(axis=0), rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(s.var, ref.var(axis=0), rtol=1e-6)
+
+
+@pytest.mark.parametrize("mode_name", [MODE, "JAX"])
+@pytest.mark.parametrize("axes", [(0,), (0, 2), (0, 2, 3)])
+def test_any_axes_against_numpy(mode_name, axes):
+    # statistics per position (0,), per channel and column (0, 2), per channel (0, 2, 3):
+    # the packed per-batch vector must unpack into the right shapes and order
+    l_in = L.InputLayer((None, 2, 3, 4), name="input")
+    bn = L.BatchNormLayer(l_in, axes=axes, name="bn")
+    rng = np.random.default_rng(9)
+    x = (rng.normal(size=(45, 2, 3, 4)) * 2 + rng.normal(size=(1, 2, 3, 4)) * 5).astype(np.float32)
+    s = compute_bn_stats(_network(bn), ArrayDS(x), None, 16, mode_name=mode_name)["bn"]
+    ref = x.astype(np.float64)
+    assert s.mean.shape == bn.mean.get_value().shape
+    assert s.count == int(np.prod([x.shape[a] for a in axes]))
+    np.testing.assert_allclose(s.mean, ref.mean(axis=axes), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(s.var, ref.var(axis=axes), rtol=1e-5)
