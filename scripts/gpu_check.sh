@@ -90,14 +90,14 @@ if ! "$PY" -c 'import torch; assert torch.cuda.is_available()' >/dev/null 2>&1; 
   log "no CUDA build of torch here: the PyTorch columns will read n/a"; TORCH=(--torch-python /nonexistent)
 fi
 XDIST=()
-if "$PY" -c 'import xdist' >/dev/null 2>&1; then XDIST=(-n 4); fi
+if "$PY" -c 'import xdist' >/dev/null 2>&1; then XDIST=(-n 6); fi  # one worker per GPU test
 ALL=("${XDIST[@]}")
 [ ${#XDIST[@]} -eq 0 ] || ALL=(-n 8)
 
 # 2-3. the benchmark first (its figures matter most), the GPU tests, the traffic report
 step bench_gpu 170 "$PY" scripts/bench.py --device gpu --rounds 1 --timeout 80 "${TORCH[@]}" \
   --json "$RES/bench_gpu.json"
-step pytest_gpu 150 "$PY" -m pytest -q -m gpu -p no:cacheprovider "${XDIST[@]}" -rs tests
+step pytest_gpu 200 "$PY" -m pytest -q -m gpu -p no:cacheprovider "${XDIST[@]}" -rs tests
 step traffic_gpu 40 "$PY" scripts/bench.py --device gpu --traffic --json "$RES/traffic_gpu.json"
 # 4. what the budget leaves room for
 optional bench_gpu_b512 90 "$PY" scripts/bench.py --device gpu --rounds 1 --batch 512 \
