@@ -141,6 +141,19 @@ def _check(ok, message):
         raise ValueError(message)
 
 
+@numba_njit
+def _grad_out_shape(x_shape, w_shape, g_shape, sh, sw, ph, pw):
+    """The forward output's ``(oh, ow)`` if ``g`` fits the input and filters, else ``(-1, -1)``."""
+    n_, c_, h, wd = x_shape
+    f_, c2, kh, kw = w_shape
+    oh = _out_size(h, kh, sh, ph)
+    ow = _out_size(wd, kw, sw, pw)
+    ok = g_shape[0] == n_ and g_shape[1] == f_ and g_shape[2] == oh and g_shape[3] == ow
+    if ok and c_ == c2:
+        return oh, ow
+    return -1, -1
+
+
 def _props(op):
     (sh, sw), (ph, pw) = op.stride, op.pad
     return sh, sw, ph, pw, op.filter_flip
@@ -175,16 +188,8 @@ def numba_funcify_Conv2dGradInputs(op, node, **kwargs):
     def conv2d_grad_inputs(w, g, x_ref):
         n_, c_, h, wd = x_ref.shape
         f_, c2, kh, kw = w.shape
-        oh = _out_size(h, kh, sh, ph)
-        ow = _out_size(wd, kw, sw, pw)
-        _check(
-            g.shape[0] == n_
-            and g.shape[1] == f_
-            and g.shape[2] == oh
-            and g.shape[3] == ow
-            and c_ == c2,
-            "Conv2dGradInputs: inconsistent shapes",
-        )
+        oh, ow = _grad_out_shape(x_ref.shape, w.shape, g.shape, sh, sw, ph, pw)
+        _check(oh >= 0, "Conv2dGradInputs: inconsistent shapes")
         gcols = np.dot(_filters_2d(w, flip).T, _nchw_to_cn(g))
         out = np.zeros((n_, c_, h, wd), dtype=gcols.dtype)
         return _col2im(gcols, out, kh, kw, sh, sw, ph, pw, oh, ow)
@@ -201,16 +206,8 @@ def numba_funcify_Conv2dGradWeights(op, node, **kwargs):
     def conv2d_grad_weights(x, g, w_ref):
         n_, c_, h, wd = x.shape
         f_, c2, kh, kw = w_ref.shape
-        oh = _out_size(h, kh, sh, ph)
-        ow = _out_size(wd, kw, sw, pw)
-        _check(
-            g.shape[0] == n_
-            and g.shape[1] == f_
-            and g.shape[2] == oh
-            and g.shape[3] == ow
-            and c_ == c2,
-            "Conv2dGradWeights: inconsistent shapes",
-        )
+        oh, ow = _grad_out_shape(x.shape, w_ref.shape, g.shape, sh, sw, ph, pw)
+        _check(oh >= 0, "Conv2dGradWeights: inconsistent shapes")
         cols = _im2col(x, kh, kw, sh, sw, ph, pw, oh, ow)
         gw = np.dot(_nchw_to_cn(g), cols.T).reshape((f_, c_, kh, kw))
         if flip:

@@ -237,3 +237,25 @@ def test_jax_gradient_ops_put_a_barrier_on_g_for_the_cpu(op_class):
     args = (w, g, a) if op_class is Conv2dGradInputs else (a, g, w)
     text = jax.jit(fn).lower(*args).as_text()
     assert ("optimization_barrier" in text) is (jax.default_backend() == "cpu")
+
+
+@pytest.mark.parametrize("op_class", [Conv2dGradInputs, Conv2dGradWeights])
+@pytest.mark.parametrize("bad", ["batch", "filters", "height", "channels"])
+def test_numba_gradient_ops_refuse_inconsistent_shapes(op_class, bad):
+    x = np.ones((2, 3, 5, 5), np.float32)
+    w = np.ones((4, 3, 3, 3), np.float32)
+    g = np.ones((2, 4, 5, 5), np.float32)
+    if bad == "batch":
+        g = g[:1]
+    elif bad == "filters":
+        g = g[:, :3]
+    elif bad == "height":
+        g = g[:, :, :4]
+    else:
+        x = x[:, :2]
+    xs, ws, gs = pt.tensor4(), pt.tensor4(), pt.tensor4()
+    op = op_class((1, 1), (1, 1), True)
+    args = (ws, gs, xs) if op_class is Conv2dGradInputs else (xs, gs, ws)
+    fn = pytensor.function([xs, ws, gs], op(*args), mode="NUMBA")
+    with pytest.raises(ValueError, match=f"^{op_class.__name__}: inconsistent shapes\n"):
+        fn(x, w, g)
