@@ -27,16 +27,12 @@ from pathlib import Path
 
 import numpy as np
 
-from bntrain.data.h5write import write_hdf5_dataset
+from bntrain.data.h5write import ConvertError, run_converter, write_hdf5_dataset
 
 __all__ = ["ConvertError", "Refused", "RestrictedUnpickler", "load_batch", "convert", "main"]
 
 _TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
 _TEST = ["test_batch"]
-
-
-class ConvertError(Exception):
-    """Bad input; the message is printed as one line and the exit status is 2."""
 
 
 def _reconstruct() -> object:
@@ -153,17 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("cifar_dir", type=Path, help="folder with data_batch_1..5 and test_batch")
     parser.add_argument("out_dir", type=Path, help="folder to write the .h5 files to")
     args = parser.parse_args(argv)
-    try:
-        written = convert(args.cifar_dir, args.out_dir)
-    except ConvertError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    for path in written:
-        print(f"wrote {path}")
-    return 0
+    return run_converter(convert, args.cifar_dir, args.out_dir)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bntrain.data.h5write import write_hdf5_dataset
+from bntrain.data.h5write import ConvertError, run_converter, write_hdf5_dataset
 
 __all__ = ["ConvertError", "read_idx", "find_idx", "convert", "main"]
 
@@ -36,10 +36,6 @@ _IDX_TYPES = {
     0x0E: np.dtype(">f8"),
 }
 _PARTS = {"train": "train", "test": "t10k"}
-
-
-class ConvertError(Exception):
-    """Bad input; the message is printed as one line and the exit status is 2."""
 
 
 def find_idx(idx_dir: Path, stem: str, kind: str) -> Path:
@@ -117,17 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         "--images", action="store_true", help="store X as (N, 1, 28, 28) instead of (N, 784)"
     )
     args = parser.parse_args(argv)
-    try:
-        written = convert(args.idx_dir, args.out_dir, args.images)
-    except ConvertError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    for path in written:
-        print(f"wrote {path}")
-    return 0
+    return run_converter(convert, args.idx_dir, args.out_dir, args.images)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["write_hdf5_dataset"]
+from ..errors import DataError
+
+__all__ = ["ConvertError", "write_hdf5_dataset", "run_converter"]
 
 
 def write_hdf5_dataset(
@@ -73,3 +75,28 @@ def write_hdf5_dataset(
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+class ConvertError(DataError):
+    """Bad converter input; printed as one line, exit status 2."""
+
+
+def run_converter(convert, *args) -> int:
+    """Run a converter's ``convert(*args)`` for its ``main``; print what it wrote.
+
+    Returns the exit status: 0, 2 for :class:`ConvertError` (bad input), 1 for
+    an :class:`OSError` (the disk); the error goes to stderr as one line.
+    """
+    import sys
+
+    try:
+        written = convert(*args)
+    except ConvertError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for path in written:
+        print(f"wrote {path}")
+    return 0
