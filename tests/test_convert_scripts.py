@@ -111,6 +111,16 @@ def test_mnist_bad_input(
     assert not (tmp_path / "out" / "mnist_train.h5").exists()
 
 
+def test_mnist_unwritable_output_is_exit_1(
+    tmp_path: Path, mnist: ModuleType, capsys: pytest.CaptureFixture
+) -> None:
+    _fake_mnist(tmp_path / "idx", np.random.default_rng(1))
+    (tmp_path / "out").write_text("a file where the output folder should be")
+    assert mnist.main([str(tmp_path / "idx"), str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1
+
+
 def test_mnist_script_runs_as_a_program(tmp_path: Path) -> None:
     _fake_mnist(tmp_path / "idx", np.random.default_rng(2))
     result = subprocess.run(
