@@ -297,6 +297,7 @@ def worker_train(spec: dict, steps: int, warmup: int, mode: str, seed: int, t0: 
     return {
         "framework": "bntrain",
         "backend": mode.lower(),
+        "batch": spec["batch"],
         "version": f"pytensor {pytensor.__version__}",
         "samples_s": spec["batch"] / float(np.median(times)),  # robust to a busy neighbour
         "mean_samples_s": spec["batch"] * steps / float(np.sum(times)),

@@ -171,6 +171,7 @@ def run(
     total = float(np.sum(times))
     return {
         "framework": "pytorch",
+        "batch": spec["batch"],
         "backend": f"eager-{'cuda' if device == 'gpu' else 'cpu'}",
         "version": torch.__version__,
         "threads": torch.get_num_threads(),

@@ -32,10 +32,20 @@ def _has_torch() -> bool:
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
-    """One ``bench.py --smoke`` run (MLP only, to stay fast); its printed table and JSON."""
+    """One ``bench.py --smoke`` run (MLP only, batch 6, to stay fast); its table and JSON."""
     out = tmp_path_factory.mktemp("bench") / "smoke.json"
     proc = subprocess.run(
-        [sys.executable, str(BENCH), "--smoke", "--models", "mlp", "--json", str(out)],
+        [
+            sys.executable,
+            str(BENCH),
+            "--smoke",
+            "--models",
+            "mlp",
+            "--batch",
+            "6",
+            "--json",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         timeout=240,
@@ -43,6 +53,15 @@ def smoke(tmp_path_factory):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout, json.loads(out.read_text())
+
+
+def test_batch_option_reaches_both_sides(smoke):
+    _, result = smoke
+    runs = [r for key, rs in result["raw"].items() for r in rs if r]
+    assert runs and {r["batch"] for r in runs} == {6}
+    assert {r["framework"] for r in runs} == (
+        {"bntrain", "pytorch"} if _has_torch() else {"bntrain"}
+    )
 
 
 def _is_number(text: str) -> bool:
