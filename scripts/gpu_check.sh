@@ -8,10 +8,10 @@
 # on a networked machine with scripts/gpu_wheels.sh. The script
 # 1. installs bntrain and those wheels into a private folder (pip --no-index --target; nothing
 #    of the machine's own Python is changed) and records the versions and the GPU,
-# 2. runs the GPU tests (pytest -m gpu: conv Ops against a float64 reference, fit /
-#    recompute-stats / eval on the GPU against the CPU, a GPU run resumed on the CPU),
-# 3. runs scripts/bench.py --device gpu (bntrain on JAX/CUDA against PyTorch eager on CUDA) and
-#    the host<->device traffic report,
+# 2. runs scripts/bench.py --device gpu (bntrain on JAX/CUDA against PyTorch eager on CUDA),
+# 3. runs the GPU tests (pytest -m gpu: conv Ops against a float64 reference, fit /
+#    recompute-stats / eval on the GPU against the CPU, a GPU run resumed on the CPU) and the
+#    host<->device traffic report,
 # 4. with the time left of BNTRAIN_GPU_BUDGET seconds (default 280): the benchmark at batch 512
 #    and the whole test suite on the GPU machine.
 # Every step has its own timeout; logs and JSON go to RESULTS_DIR.
@@ -94,7 +94,7 @@ if "$PY" -c 'import xdist' >/dev/null 2>&1; then XDIST=(-n 6); fi  # one worker 
 ALL=("${XDIST[@]}")
 [ ${#XDIST[@]} -eq 0 ] || ALL=(-n 8)
 
-# 2-3. the benchmark first (its figures matter most), the GPU tests, the traffic report
+# 2. the benchmark first (its figures matter most), 3. the GPU tests and the traffic report
 step bench_gpu 170 "$PY" scripts/bench.py --device gpu --rounds 1 --timeout 80 "${TORCH[@]}" \
   --json "$RES/bench_gpu.json"
 step pytest_gpu 200 "$PY" -m pytest -q -m gpu -p no:cacheprovider "${XDIST[@]}" -rs tests
