@@ -275,7 +275,8 @@ def worker_train(spec: dict, steps: int, warmup: int, mode: str, seed: int, t0: 
 
     from bntrain.graphs import build_train_step
 
-    batches = _import_torch_side().make_batches(spec, seed)
+    torch_side = _import_torch_side()  # the data and the timing loop both sides share
+    batches = torch_side.make_batches(spec, seed)
     network = build_bntrain_network(spec, seed)
     static = spec["batch"] if mode == "JAX" else None  # JAX compiles for one batch shape
     step_fn = build_train_step(network, _training_config(), mode, batch_size=static)
@@ -285,24 +286,11 @@ def worker_train(spec: dict, steps: int, warmup: int, mode: str, seed: int, t0: 
         loss, acc = step_fn.fn(x, y)
         return float(loss), float(acc)  # what fit does with the outputs
 
-    step(0)
-    first_step_s = time.time() - t0
-    for i in range(warmup):
-        step(i + 1)
-    times = []
-    for i in range(steps):
-        t = time.perf_counter()
-        step(i)
-        times.append(time.perf_counter() - t)
     return {
         "framework": "bntrain",
         "backend": mode.lower(),
-        "batch": spec["batch"],
         "version": f"pytensor {pytensor.__version__}",
-        "samples_s": spec["batch"] / float(np.median(times)),  # robust to a busy neighbour
-        "mean_samples_s": spec["batch"] * steps / float(np.sum(times)),
-        "step_ms": float(np.median(times)) * 1e3,
-        "first_step_s": first_step_s,
+        **torch_side.time_steps(step, spec["batch"], steps, warmup, t0),
         "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "device_peak_mib": _device_peak_mib() if mode == "JAX" else None,
     }

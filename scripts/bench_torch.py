@@ -22,7 +22,7 @@ import resource
 import sys
 import time
 
-__all__ = ["build_model", "main"]
+__all__ = ["build_model", "time_steps", "main"]
 
 EPS = 1e-4  # bntrain's BatchNormLayer default
 BN_MOMENTUM = 0.1  # bntrain's alpha
@@ -121,6 +121,35 @@ def peak_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def time_steps(step, batch: int, steps: int, warmup: int, t0: float) -> dict:
+    """Call ``step(i)`` once, ``warmup`` more times, then ``steps`` timed times; the figures.
+
+    ``step`` must wait for its result (both sides read the loss back).  Returns
+    ``batch``, ``samples_s`` (batch / median step: robust to a busy neighbour),
+    ``mean_samples_s``, ``step_ms`` (median) and ``first_step_s`` (from ``t0``,
+    the process start, to the end of the first step).
+    """
+    import numpy as np
+
+    step(0)
+    first_step_s = time.time() - t0
+    for i in range(warmup):
+        step(i + 1)
+    times = []
+    for i in range(steps):
+        t = time.perf_counter()
+        step(i)
+        times.append(time.perf_counter() - t)
+    median = float(np.median(times))
+    return {
+        "batch": batch,
+        "samples_s": batch / median,
+        "mean_samples_s": batch * steps / float(np.sum(times)),
+        "step_ms": median * 1e3,
+        "first_step_s": first_step_s,
+    }
+
+
 def run(
     spec: dict,
     steps: int,
@@ -132,7 +161,6 @@ def run(
     gpu_precision: str = "tf32",
 ):
     """Train ``steps`` timed steps after the first and ``warmup`` more; return the result dict."""
-    import numpy as np
     import torch
 
     if device == "gpu":  # the same arithmetic as the JAX side; the fastest cuDNN algorithms
@@ -159,26 +187,12 @@ def run(
         opt.step()
         return loss.item()  # synchronises, as a training loop that logs the loss does
 
-    step(0)
-    first_step_s = time.time() - t0
-    for i in range(warmup):
-        step(i + 1)
-    times = []
-    for i in range(steps):
-        t = time.perf_counter()
-        step(i)
-        times.append(time.perf_counter() - t)
-    total = float(np.sum(times))
     return {
         "framework": "pytorch",
-        "batch": spec["batch"],
         "backend": f"eager-{'cuda' if device == 'gpu' else 'cpu'}",
         "version": torch.__version__,
         "threads": torch.get_num_threads(),
-        "samples_s": spec["batch"] / float(np.median(times)),  # robust to a busy neighbour
-        "mean_samples_s": spec["batch"] * steps / total,
-        "step_ms": float(np.median(times)) * 1e3,
-        "first_step_s": first_step_s,
+        **time_steps(step, spec["batch"], steps, warmup, t0),
         "peak_mib": peak_mib(),
         "device_peak_mib": (torch.cuda.max_memory_allocated() / 2**20 if device == "gpu" else None),
         "gpu_precision": gpu_precision if device == "gpu" else None,
