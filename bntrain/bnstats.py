@@ -1,4 +1,4 @@
-"""``recompute-stats``: exact whole-training-set batch-norm statistics.
+"""Exact whole-training-set batch-norm statistics (what ``recompute-stats`` computes).
 
 After training, the moving averages a :class:`~bntrain.nn.layers.BatchNormLayer`
 stores lag the final weights (or are noisy).  This module streams the training
@@ -22,13 +22,8 @@ uses its recomputed population statistics.  See ``docs/bnstats.md``.
 
 from __future__ import annotations
 
-import json
-import os
 import sys
-import tempfile
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import pytensor.tensor as pt
@@ -43,12 +38,9 @@ __all__ = [
     "BnLayerStats",
     "BnStatsResult",
     "LayerReport",
-    "RecomputeReport",
     "bn_levels",
     "compute_bn_stats",
-    "recompute_stats_command",
     "report_rows",
-    "report_path_for",
 ]
 
 ESTIMATORS = ("population", "batch-mean")
@@ -425,43 +417,6 @@ class LayerReport:
     std_rel_diff_mean: float
 
 
-@dataclass
-class RecomputeReport:
-    """What ``recompute-stats`` did.
-
-    Attributes
-    ----------
-    checkpoint : Path
-        The source checkpoint.
-    output : Path
-        The checkpoint written (``checkpoint`` itself when updated in place).
-    json_path : Path
-        The JSON report written next to ``output``.
-    attrs : dict
-        The attributes written on ``/bn_stats``.
-    passes : int
-        Passes over the data.
-    layers : list of LayerReport
-    """
-
-    checkpoint: Path
-    output: Path
-    json_path: Path
-    attrs: dict
-    passes: int
-    layers: list = field(default_factory=list)
-
-    def to_dict(self) -> dict:
-        """A JSON-ready dictionary."""
-        return {
-            "checkpoint": str(self.checkpoint),
-            "output": str(self.output),
-            "passes": self.passes,
-            "attrs": dict(self.attrs),
-            "layers": [asdict(row) for row in self.layers],
-        }
-
-
 def report_rows(network, stats) -> list[LayerReport]:
     """Compare each layer's stored moving averages with recomputed statistics.
 
@@ -492,153 +447,3 @@ def report_rows(network, stats) -> list[LayerReport]:
             )
         )
     return rows
-
-
-def report_path_for(checkpoint) -> Path:
-    """``<folder>/<stem>.bn_stats.json`` for a checkpoint path."""
-    path = Path(checkpoint)
-    return path.with_name(f"{path.stem}.bn_stats.json")
-
-
-def _write_json_atomic(path: Path, data: dict) -> None:
-    from .errors import CheckpointError
-
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=folder)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write '{path}': {exc.strerror or exc}") from None
-
-
-# --------------------------------------------------------------------------- command
-
-
-def recompute_stats_command(
-    checkpoint,
-    *,
-    data=None,
-    x_key: str = "X",
-    batch_size: int | None = None,
-    estimator: str = "population",
-    mode: str = "batch",
-    output=None,
-    device: str | None = None,
-    progress: bool = False,
-) -> RecomputeReport:
-    """Recompute a checkpoint's batch-norm statistics and store them under ``/bn_stats``.
-
-    Parameters
-    ----------
-    checkpoint : path-like
-        The checkpoint to start from.
-    data : path-like, optional
-        An HDF5/NPZ file with the examples under ``x_key``; default: the
-        training set named in the checkpoint's config (after its
-        ``val_split``, if any).
-    x_key : str
-        Name of the example array in ``data``.
-    batch_size : int, optional
-        Default: the config's ``training.batch_size``.
-    estimator : {'population', 'batch-mean'}
-    mode : {'batch', 'layerwise'}
-    output : path-like, optional
-        Write a new checkpoint here; default: update ``checkpoint`` in place
-        (atomically).  The moving averages are never changed.
-    device : {'auto', 'cpu', 'gpu'}, optional
-        Overrides the config's device.
-    progress : bool
-        Show a progress bar on stderr.
-
-    Returns
-    -------
-    RecomputeReport
-        Also saved as JSON next to the written checkpoint.
-
-    Raises
-    ------
-    CheckpointError
-        A missing or damaged checkpoint, or one without batch-norm layers.
-    DataError
-        A data file that is missing, lacks ``x_key`` or does not fit the network.
-    UsageError
-        A bad option value.
-    """
-    from .backend import resolve_runtime
-    from .checkpoint import write_bn_stats
-    from .errors import CheckpointError, UsageError
-    from .inputs import open_config_data, open_data_file
-    from .restore import ckpt_input_shape, restore
-
-    if estimator not in ESTIMATORS:
-        raise UsageError(f"--estimator must be one of {', '.join(ESTIMATORS)}, got {estimator!r}")
-    if mode not in MODES:
-        raise UsageError(f"--mode must be one of {', '.join(MODES)}, got {mode!r}")
-    if batch_size is not None and batch_size < 1:
-        raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
-    checkpoint = Path(checkpoint)
-    restored = restore(checkpoint)
-    network, config = restored.network, restored.config
-    if not network.bn_layers:
-        raise CheckpointError(f"'{checkpoint}' has no batch-norm layers; nothing to recompute")
-    runtime = resolve_runtime(config.backend, device or config.device)
-    batch_size = int(batch_size or config.training.batch_size)
-    if data is not None:
-        ds = open_data_file(data, x_key, None, ckpt_input_shape(restored.ckpt))
-        data_name = str(data)
-    else:
-        cd = open_config_data(config, which=("train",))
-        ds = cd.train
-        data_name = "config:data.train"
-    try:
-        if len(ds) == 0:
-            from .errors import DataError
-
-            raise DataError(f"{data_name}: no examples to compute statistics from")
-        stats = compute_bn_stats(
-            network,
-            ds,
-            restored.preprocess,
-            batch_size,
-            estimator=estimator,
-            mode=mode,
-            mode_name=runtime.mode,
-            progress=progress,
-        )
-        sha = ds.sha256()
-    finally:
-        ds.close()
-    attrs = {
-        "estimator": estimator,
-        "mode": mode,
-        "n_examples": int(stats.n_examples),
-        "batch_size": batch_size,
-        "data_sha256": sha,
-        "computed_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "source": str(checkpoint.resolve()),
-        "data": data_name,
-        "passes": int(stats.passes),
-    }
-    out_path = Path(output) if output is not None else checkpoint
-    write_bn_stats(
-        checkpoint,
-        {name: (s.mean, s.var) for name, s in stats.items()},
-        attrs,
-        output=out_path,
-    )
-    report = RecomputeReport(
-        checkpoint=checkpoint,
-        output=out_path,
-        json_path=report_path_for(out_path),
-        attrs=attrs,
-        passes=stats.passes,
-        layers=report_rows(network, stats),
-    )
-    _write_json_atomic(report.json_path, report.to_dict())
-    return report

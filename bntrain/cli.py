@@ -1,9 +1,9 @@
 """The command line: the only module that imports click.
 
-Each command parses its options, calls one function and prints the result.
-A :class:`~bntrain.errors.BntrainError` becomes one ``Error:`` line and its
-exit code (2 for usage, config, data and checkpoint errors, 1 at run time);
-no traceback is printed for anything a user can cause.
+Each command parses its options, calls one function of :mod:`bntrain.commands`
+and prints the result.  A :class:`~bntrain.errors.BntrainError` becomes one
+``Error:`` line and its exit code (2 for usage, config, data and checkpoint
+errors, 1 at run time); no traceback is printed for anything a user can cause.
 """
 
 from __future__ import annotations
@@ -24,31 +24,53 @@ def _fail(message: str, code: int):
     sys.exit(code)
 
 
-def _handle_errors(fn):
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except BntrainError as exc:
-            _fail(str(exc), exc.exit_code)
-        except KeyboardInterrupt:
-            _fail("interrupted; the last checkpoint written stays valid", 130)
-        except MemoryError:
-            _fail("out of memory; try a smaller training.batch_size", 1)
+def _is_device_out_of_memory(exc: RuntimeError) -> bool:
+    """JAX/XLA reports running out of device memory as a RuntimeError naming RESOURCE_EXHAUSTED."""
+    return "RESOURCE_EXHAUSTED" in str(exc)
 
-    return wrapper
+
+def _handle_errors(batch_size_hint: str):
+    """Turn bntrain's errors into one ``Error:`` line and an exit code.
+
+    ``batch_size_hint`` names the setting that lowers the command's memory use,
+    for the out-of-memory message.
+    """
+    out_of_memory = f"out of memory; try a smaller {batch_size_hint}"
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except BntrainError as exc:
+                _fail(str(exc), exc.exit_code)
+            except KeyboardInterrupt:
+                _fail("interrupted; the last checkpoint written stays valid", 130)
+            except MemoryError:
+                _fail(out_of_memory, 1)
+            except RuntimeError as exc:
+                if not _is_device_out_of_memory(exc):
+                    raise
+                _fail(out_of_memory, 1)
+
+        return wrapper
+
+    return decorate
 
 
 def _echo(line: str) -> None:
     click.echo(line)
 
 
-def _load(config_path: str, overrides: tuple[str, ...]):
-    from .config import load_config
+def _progress(quiet: bool) -> bool:
+    """Progress bars only for a person watching stderr."""
+    return not quiet and sys.stderr.isatty()
 
-    return load_config(config_path, overrides)
 
+# --------------------------------------------------------------- options shared by commands
 
+config_argument = click.argument("config", type=click.Path(dir_okay=False))
+checkpoint_argument = click.argument("checkpoint", type=click.Path(dir_okay=False))
 set_option = click.option(
     "--set",
     "overrides",
@@ -62,7 +84,9 @@ device_option = click.option(
     default=None,
     help="Where to compute (default: the config's device, else auto).",
 )
-
+quiet_option = click.option(
+    "--quiet", "-q", is_flag=True, help="Print only the final result; no progress bar."
+)
 x_key_option = click.option(
     "--x-key", default="X", show_default=True, help="Name of the examples array in --data."
 )
@@ -72,6 +96,16 @@ batch_size_option = click.option(
     default=None,
     help="Examples per batch (default: the training batch size).",
 )
+
+
+def data_option(help: str):
+    """``--data FILE`` with the command's own help text."""
+    return click.option(
+        "--data", type=click.Path(dir_okay=False), default=None, metavar="FILE", help=help
+    )
+
+
+# --------------------------------------------------------------------------------- commands
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -94,7 +128,7 @@ def _quiet_backend_warnings() -> None:
 
 
 @main.command()
-@click.argument("config", type=click.Path(dir_okay=False))
+@config_argument
 @set_option
 @click.option(
     "--print-config",
@@ -109,24 +143,26 @@ def _quiet_backend_warnings() -> None:
     metavar="RUN_DIR",
     help="Continue the run in RUN_DIR from its last.h5.",
 )
-@click.option("--quiet", "-q", is_flag=True, help="Print only the final result.")
+@quiet_option
 @device_option
-@_handle_errors
+@_handle_errors("training.batch_size (--set training.batch_size=N)")
 def fit(config, overrides, print_config, force, resume, quiet, device):
     """Train the network CONFIG describes."""
-    cfg = _load(config, overrides)
+    from .commands.fit import fit_command, resolved_config_text
+
     if print_config:
-        from .config import dump_config
-
-        click.echo(dump_config(cfg), nl=False)
+        click.echo(resolved_config_text(config, overrides), nl=False)
         return
-    from .workflow import fit_command
-
-    progress = not quiet and sys.stderr.isatty()
-    log = (lambda line: None) if quiet else _echo
-    result, test = fit_command(
-        cfg, force=force, resume=resume, progress=progress, log=log, device=device
+    outcome = fit_command(
+        config,
+        overrides,
+        force=force,
+        resume=resume,
+        progress=_progress(quiet),
+        log=(lambda line: None) if quiet else _echo,
+        device=device,
     )
+    result, test = outcome.result, outcome.test
     best = (
         ""
         if result.best_value is None
@@ -140,14 +176,14 @@ def fit(config, overrides, print_config, force, resume, quiet, device):
 
 
 @main.command()
-@click.argument("config", type=click.Path(dir_okay=False))
+@config_argument
 @set_option
-@_handle_errors
+@_handle_errors("training.batch_size (--set training.batch_size=N)")
 def check(config, overrides):
     """Validate CONFIG and its data, and print the network without training."""
-    from .workflow import check_command
+    from .commands.check import check_command
 
-    rows = check_command(_load(config, overrides))
+    rows = check_command(config, overrides)
     width = max(len(r.name) for r in rows)
     twidth = max(len(r.type) for r in rows)
     click.echo(f"{'layer':<{width}}  {'type':<{twidth}}  {'output shape':<18}  params")
@@ -158,14 +194,8 @@ def check(config, overrides):
 
 
 @main.command("eval")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option(
-    "--data",
-    type=click.Path(dir_okay=False),
-    default=None,
-    metavar="FILE",
-    help="HDF5/NPZ file with examples and labels (default: the config's test set, else val).",
-)
+@checkpoint_argument
+@data_option("HDF5/NPZ file with examples and labels (default: the config's test set, else val).")
 @x_key_option
 @click.option("--y-key", default="y", show_default=True, help="Name of the labels array in --data.")
 @click.option(
@@ -182,7 +212,8 @@ def check(config, overrides):
     type=click.Path(dir_okay=False),
     default=None,
     metavar="OUT.npz",
-    help="Write probabilities, predicted classes (and labels) to OUT.npz.",
+    help="Write probabilities, predicted classes (and labels) to OUT.npz (never over an "
+    "input, nor over a file that is not an earlier predictions file).",
 )
 @click.option(
     "--json",
@@ -191,10 +222,10 @@ def check(config, overrides):
     help="Print the metrics as JSON (and nothing else) on stdout.",
 )
 @device_option
-@_handle_errors
+@_handle_errors("--batch-size")
 def eval_command(checkpoint, data, x_key, y_key, stats, batch_size, predictions, as_json, device):
     """Evaluate CHECKPOINT on a dataset."""
-    from .evaluate import evaluate_command
+    from .commands.eval import evaluate_command
 
     m = evaluate_command(
         checkpoint,
@@ -225,14 +256,9 @@ def eval_command(checkpoint, data, x_key, y_key, stats, batch_size, predictions,
 
 
 @main.command("recompute-stats")
-@click.argument("checkpoint", type=click.Path(dir_okay=False))
-@click.option(
-    "--data",
-    type=click.Path(dir_okay=False),
-    default=None,
-    metavar="FILE",
-    help="HDF5/NPZ file with the examples (default: the training set named in the "
-    "checkpoint's config).",
+@checkpoint_argument
+@data_option(
+    "HDF5/NPZ file with the examples (default: the training set named in the checkpoint's config)."
 )
 @x_key_option
 @batch_size_option
@@ -260,11 +286,11 @@ def eval_command(checkpoint, data, x_key, y_key, stats, batch_size, predictions,
     help="Write the result to FILE (default: update CHECKPOINT in place, atomically).",
 )
 @device_option
-@click.option("--quiet", "-q", is_flag=True, help="Print only the final line; no progress bar.")
-@_handle_errors
+@quiet_option
+@_handle_errors("--batch-size")
 def recompute_stats(checkpoint, data, x_key, batch_size, estimator, mode, output, device, quiet):
     """Recompute CHECKPOINT's batch-norm statistics over the whole training set."""
-    from .bnstats import recompute_stats_command
+    from .commands.recompute import recompute_stats_command
 
     r = recompute_stats_command(
         checkpoint,
@@ -275,7 +301,7 @@ def recompute_stats(checkpoint, data, x_key, batch_size, estimator, mode, output
         mode=mode,
         output=output,
         device=device,
-        progress=not quiet and sys.stderr.isatty(),
+        progress=_progress(quiet),
     )
     if not quiet:
         width = max(len("layer"), *(len(row.name) for row in r.layers))

@@ -1,4 +1,6 @@
-"""``bntrain eval``: measure a checkpoint on a dataset.
+"""Evaluation: which batch-norm statistics to use, batch-statistics prediction, predictions files.
+
+:func:`bntrain.commands.eval.evaluate_command` (``bntrain eval``) puts these together.
 
 Three choices of batch-normalization statistics (``stats``):
 
@@ -29,26 +31,32 @@ written with ``predictions``) but the metrics that need labels (``loss``,
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
-from collections.abc import Callable
+import zipfile
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
 
 from .bnstats import load_population
-from .errors import CheckpointError, DataError, UsageError
-from .inputs import fit_input_shape, open_config_data, open_data_file
+from .errors import CheckpointError, UsageError
 
 __all__ = [
+    "PREDICTIONS_MARK",
     "STATS_CHOICES",
-    "evaluate_command",
     "choose_stats",
     "apply_population_stats",
     "build_batch_predict",
+    "check_predictions_path",
+    "is_predictions_file",
     "write_predictions",
 ]
 
 STATS_CHOICES = ("population", "ema", "batch")
+
+#: The zip comment that marks an NPZ file as one :func:`write_predictions` wrote.
+PREDICTIONS_MARK = b"bntrain predictions 1"
 
 
 def choose_stats(ckpt, network, stats: str | None, warn: Callable[[str], None]) -> str:
@@ -160,7 +168,9 @@ def write_predictions(path, probabilities: np.ndarray, labels: np.ndarray | None
     """Write ``probabilities`` (float32), ``predicted`` (int64) and ``labels`` to an NPZ file.
 
     The file is written under a temporary name in the same folder and renamed,
-    so a reader never sees a partial file.
+    so a reader never sees a partial file.  Its zip comment is
+    :data:`PREDICTIONS_MARK` (see :func:`is_predictions_file`); the arrays are
+    exactly the ones named above.
 
     Raises
     ------
@@ -182,138 +192,62 @@ def write_predictions(path, probabilities: np.ndarray, labels: np.ndarray | None
     try:
         with os.fdopen(fd, "wb") as fh:
             np.savez(fh, **arrays)
+        with zipfile.ZipFile(tmp, "a") as zf:
+            zf.comment = PREDICTIONS_MARK
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
         raise UsageError(f"--predictions: cannot write '{path}': {exc.strerror or exc}") from None
 
 
-def _open_eval_data(restored, input_shape, data, x_key, y_key):
-    """Open the dataset to evaluate on; returns ``(dataset, where, description)``."""
-    if data is not None:
-        return open_data_file(data, x_key, y_key, input_shape), "--data", str(data)
+def is_predictions_file(path) -> bool:
+    """Whether ``path`` is a regular file that :func:`write_predictions` wrote.
 
-    config = restored.config
-    which = "test" if config.data.test is not None else "val"
-    if config.data.test is None and config.data.val is None and config.data.val_split is None:
-        raise UsageError(
-            f"the config stored in '{restored.ckpt.path}' has no data.test or data.val; "
-            f"pass --data FILE"
-        )
-    cd = open_config_data(config, which=(which,))
-    ds = cd.test if which == "test" else cd.val
-    if which == "test" or config.data.val is not None:
-        cd.train.close()  # opened only for the input shape; ``ds`` is not a view of it
-    where = f"data.{which}"
-    return fit_input_shape(ds, input_shape, where), where, where
+    Only the zip's end record is read (never a FIFO or device: they are not
+    regular files); anything unreadable counts as not a predictions file.
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
+        with zipfile.ZipFile(path) as zf:
+            return zf.comment == PREDICTIONS_MARK
+    except Exception:  # any file zipfile cannot read is not ours
+        return False
 
 
-def evaluate_command(
-    checkpoint,
-    *,
-    data=None,
-    x_key: str = "X",
-    y_key: str | None = "y",
-    stats: str | None = None,
-    batch_size: int | None = None,
-    predictions=None,
-    device: str | None = None,
-    warn: Callable[[str], None] = lambda line: None,
-) -> dict:
-    """Evaluate a checkpoint on a dataset (what ``bntrain eval`` runs).
+def _same_file(a, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def check_predictions_path(path, inputs: Mapping[str, object]) -> None:
+    """Refuse a predictions path that would replace an input or a file bntrain did not write.
 
     Parameters
     ----------
-    checkpoint : path-like
-        The checkpoint to evaluate.
-    data : path-like, optional
-        An HDF5 or NPZ file with examples (``x_key``) and, optionally, labels
-        (``y_key``).  Default: the checkpoint config's test set, else its
-        validation set.
-    x_key, y_key : str
-        Array names in ``data``.  Labels are read from ``y_key`` when ``data``
-        has that array; without it (or with ``y_key=None``) the predictions are
-        computed and the label metrics are None.
-    stats : {'population', 'ema', 'batch'}, optional
-        Batch-norm statistics to use (see the module docstring); default
-        ``population`` when the checkpoint has ``/bn_stats``, else ``ema``.
-    batch_size : int, optional
-        Examples per batch (default: the training batch size).  Only changes
-        the results with ``stats='batch'``.
-    predictions : path-like, optional
-        Write ``probabilities``, ``predicted`` (and ``labels``) to this NPZ file.
-    device : {'auto', 'cpu', 'gpu'}, optional
-        Overrides the config's device.
-    warn : callable
-        Receives warning lines (one line each).
-
-    Returns
-    -------
-    dict
-        ``n_examples``, ``loss``, ``accuracy``, ``per_class_accuracy``,
-        ``confusion_matrix`` (None without labels), ``stats``, ``checkpoint``,
-        ``epoch``, plus ``data`` (what was evaluated), ``batch_size`` and
-        ``has_labels``.
+    path : path-like
+        Where the predictions are to be written.
+    inputs : mapping
+        ``{description: path}`` of every file the evaluation reads, e.g.
+        ``{"the checkpoint being evaluated": "run/best.h5"}``.
 
     Raises
     ------
     UsageError
-        A missing or damaged checkpoint, unusable data, or a ``stats`` choice the
-        checkpoint cannot serve (exit code 2 on the command line).
+        If ``path`` resolves to one of ``inputs`` (symbolic links followed, hard
+        links detected), or names an existing file that :func:`is_predictions_file`
+        does not recognize.
     """
-    from .backend import resolve_runtime
-    from .graphs import build_predict
-    from .metrics import classification_metrics, predict_dataset
-    from .restore import ckpt_input_shape, restore
-
-    if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
-        raise UsageError(f"--batch-size must be a positive integer; got {batch_size!r}")
-    restored = restore(checkpoint)
-    ckpt, network, config = restored.ckpt, restored.network, restored.config
-    chosen = choose_stats(ckpt, network, stats, warn)
-    if chosen == "population":
-        apply_population_stats(ckpt, network)
-    runtime = resolve_runtime(config.backend, device or config.device)
-    batch_size = int(batch_size or config.training.batch_size)
-    input_shape = ckpt_input_shape(ckpt)
-    ds, where, description = _open_eval_data(restored, input_shape, data, x_key, y_key)
-    try:
-        from .data import validate_dataset
-
-        validate_dataset(ds, tuple(input_shape), network.n_classes, where)
-        if len(ds) == 0:
-            raise DataError(f"{where}: no examples to evaluate")
-        if chosen == "batch":
-            predict = build_batch_predict(network, runtime.mode)
-            pad_last = False  # padding would change the last batch's statistics
-        else:
-            predict = build_predict(network, runtime.mode)
-            pad_last = runtime.static_batch
-        probs, labels = predict_dataset(
-            predict, ds, restored.preprocess, batch_size, pad_last=pad_last
+    real = os.path.realpath(path)
+    for what, source in inputs.items():
+        if real == os.path.realpath(source) or _same_file(path, source):
+            raise UsageError(
+                f"--predictions: '{path}' is {what}; write the predictions to a new file"
+            )
+    if os.path.lexists(path) and not is_predictions_file(path):
+        raise UsageError(
+            f"--predictions: '{path}' exists and is not a predictions file written by bntrain; "
+            f"choose another name or remove the file"
         )
-    finally:
-        ds.close()
-    if labels is not None:
-        result = classification_metrics(probs, labels, network.n_classes)
-    else:
-        result = {
-            "n_examples": int(len(probs)),
-            "loss": None,
-            "accuracy": None,
-            "per_class_accuracy": None,
-            "confusion_matrix": None,
-        }
-    result.update(
-        {
-            "stats": chosen,
-            "checkpoint": str(checkpoint),
-            "epoch": int(ckpt.epoch),
-            "data": description,
-            "batch_size": batch_size,
-            "has_labels": labels is not None,
-        }
-    )
-    if predictions is not None:
-        write_predictions(predictions, probs, labels)
-    return result

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from .data import array_names, open_dataset, split_indices, validate_dataset
-from .errors import DataError
+from .errors import DataError, UsageError
 
 __all__ = [
     "ConfigData",
+    "check_batch_size",
     "open_config_data",
     "fit_input_shape",
     "validate_config_data",
@@ -122,3 +123,27 @@ def open_data_file(path, x_key: str, y_key: str | None, input_shape):
         f"--data: '{path}' has examples of shape {list(shape)} but the checkpoint's network "
         f"takes examples of shape {list(input_shape)}"
     )
+
+
+def check_batch_size(cd: ConfigData, batch_size: int, network) -> None:
+    """Refuse a training batch size that the training set or batch norm cannot use.
+
+    ``bntrain check`` and ``bntrain fit`` give the same messages.
+
+    Raises
+    ------
+    DataError
+        If ``data.train`` (after ``val_split``) has fewer examples than one batch.
+    UsageError
+        If ``batch_size`` is 1 and the network has batch-norm layers.
+    """
+    if len(cd.train) < batch_size:
+        raise DataError(
+            f"data.train: {len(cd.train)} examples are fewer than training.batch_size "
+            f"({batch_size}); lower training.batch_size"
+        )
+    if batch_size < 2 and network.bn_layers:
+        raise UsageError(
+            "training.batch_size: 1 cannot train batch normalization (a batch of one "
+            "example has no variance); use 2 or more"
+        )

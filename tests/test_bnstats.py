@@ -10,9 +10,9 @@ from bntrain.bnstats import (
     BnLayerStats,
     bn_levels,
     compute_bn_stats,
-    report_path_for,
     report_rows,
 )
+from bntrain.commands.recompute import report_path_for
 from bntrain.model import Network
 from bntrain.nn import layers as L
 

@@ -1,4 +1,4 @@
-"""Tests of bntrain.evaluate against an independent NumPy forward pass of the checkpoint file."""
+"""bntrain eval (bntrain.commands.eval) against an independent NumPy forward pass of the checkpoint."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from bntrain.checkpoint import save_checkpoint, write_bn_stats
+from bntrain.commands.eval import evaluate_command
 from bntrain.config import dump_config, parse_config
 from bntrain.errors import UsageError
-from bntrain.evaluate import evaluate_command
 from bntrain.model import build_network
 
 MLP_YAML = """
@@ -342,8 +342,8 @@ def test_population_statistics_match_the_trained_behaviour(tmp_path):
     by bntrain in batch mode with one batch holding the whole training set.
     Measure: mean absolute difference of the class probabilities, and the accuracy gap.
     """
-    from bntrain.bnstats import recompute_stats_command
     from bntrain.checkpoint import read_checkpoint
+    from bntrain.commands.recompute import recompute_stats_command
     from bntrain.data import open_dataset
     from bntrain.train import fit
 

@@ -1,0 +1,63 @@
+"""``bntrain check``: validate a config and its data, and describe the network."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..config import load_config
+from ..inputs import check_batch_size, open_config_data, validate_config_data
+from ..model import build_network
+from .fit import check_run_folder
+
+__all__ = ["LayerRow", "check_command"]
+
+
+@dataclass
+class LayerRow:
+    """One line of ``bntrain check``'s table."""
+
+    name: str
+    type: str
+    output_shape: tuple
+    params: int
+
+
+def check_command(config_path, overrides: Sequence[str] = ()) -> list[LayerRow]:
+    """Validate the config and its data, build the network, and describe its layers.
+
+    Everything ``bntrain fit`` checks before it trains is checked here, with
+    the same messages; nothing is compiled and nothing is written.
+
+    Parameters
+    ----------
+    config_path : path-like
+        The YAML config.
+    overrides : sequence of str
+        ``KEY=VALUE`` overrides (``--set``).
+
+    Returns
+    -------
+    list of LayerRow
+        One row per layer, in topological order.
+
+    Raises
+    ------
+    UsageError
+        An invalid config, unusable data, a batch size the data cannot fill,
+        or an ``output.dir`` that names a file (exit code 2).
+    """
+    config = load_config(config_path, overrides)
+    check_run_folder(config)
+    data = open_config_data(config)
+    try:
+        network = build_network(config.model, data.input_shape, seed=config.training.seed)
+        validate_config_data(data, network.n_classes)
+        check_batch_size(data, config.training.batch_size, network)
+    finally:
+        data.close()
+    rows = []
+    for layer in network.layers:
+        count = sum(int(p.get_value(borrow=True).size) for p in layer.params)
+        rows.append(LayerRow(layer.name, type(layer).__name__, tuple(layer.output_shape), count))
+    return rows
