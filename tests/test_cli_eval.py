@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import zipfile
 
 import numpy as np
 import pytest
@@ -201,3 +203,134 @@ def test_bad_option_values(files):
     result = run("eval", files["plain"], "--batch-size", 0)
     assert result.exit_code == 2
     assert "Invalid value for '--batch-size': 0 is not in the range x>=1." in result.stderr
+
+
+# ------------------------------------------------------------------ --predictions never destroys
+
+
+def _refused(result, message):
+    assert result.exit_code == 2, result.output
+    assert _error(result) == f"Error: {message}"
+
+
+def test_predictions_refuses_the_checkpoint_however_it_is_named(files, tmp_path):
+    ckpt = files["with_stats"]
+    before = ckpt.read_bytes()
+    (tmp_path / "sym.h5").symlink_to(ckpt)
+    os.link(ckpt, tmp_path / "hard.h5")
+    (tmp_path / "sub").mkdir()
+    detour = tmp_path / "sub" / ".." / "hard.h5"
+    for target in (ckpt, tmp_path / "sym.h5", tmp_path / "hard.h5", detour):
+        result = run("eval", ckpt, "--data", files["tmp"] / "data.npz", "--predictions", target)
+        _refused(
+            result,
+            f"--predictions: '{target}' is the checkpoint being evaluated; "
+            f"write the predictions to a new file",
+        )
+    assert ckpt.read_bytes() == before
+
+
+def test_predictions_refuses_the_data_file(files, tmp_path):
+    data = files["tmp"] / "data.npz"
+    before = data.read_bytes()
+    (tmp_path / "d.npz").symlink_to(data)
+    for target in (data, tmp_path / "d.npz"):
+        result = run("eval", files["with_stats"], "--data", data, "--predictions", target)
+        _refused(
+            result,
+            f"--predictions: '{target}' is the --data file; write the predictions to a new file",
+        )
+    assert data.read_bytes() == before
+
+
+def test_predictions_refuses_a_data_file_named_in_the_checkpoints_config(tmp_path):
+    rng = np.random.default_rng(3)
+    np.savez(tmp_path / "test.npz", X=rng.normal(size=(8, 64)), y=rng.integers(0, 10, 8))
+    before = (tmp_path / "test.npz").read_bytes()
+    ckpt = tmp_path / "c.h5"
+    make_checkpoint(ckpt, mlp_yaml().replace("{builtin: digits, split: test}", "{path: test.npz}"))
+    (tmp_path / "elsewhere").mkdir()
+    link = tmp_path / "elsewhere" / "p.npz"
+    link.symlink_to(tmp_path / "test.npz")
+    result = run("eval", ckpt, "--predictions", link)
+    _refused(
+        result,
+        f"--predictions: '{link}' is the data.test file; write the predictions to a new file",
+    )
+    assert (tmp_path / "test.npz").read_bytes() == before
+
+
+def test_predictions_replace_only_an_earlier_predictions_file(files, tmp_path):
+    ckpt, data = files["with_stats"], files["tmp"] / "data.npz"
+    foreign = {"notes.txt": b"my notes\n", "other.npz": None, "empty.npz": b""}
+    for name, content in foreign.items():
+        if content is None:
+            np.savez(tmp_path / name, probabilities=np.zeros((2, 10)))
+        else:
+            (tmp_path / name).write_bytes(content)
+    os.mkfifo(tmp_path / "fifo.npz")  # refused without being opened (it would block)
+    for name in [*foreign, "fifo.npz"]:
+        target = tmp_path / name
+        before = None if name == "fifo.npz" else target.read_bytes()
+        result = run("eval", ckpt, "--data", data, "--predictions", target)
+        _refused(
+            result,
+            f"--predictions: '{target}' exists and is not a predictions file written by "
+            f"bntrain; choose another name or remove the file",
+        )
+        if before is not None:
+            assert target.read_bytes() == before
+    out = tmp_path / "p.npz"
+    for stats in ("ema", "population"):  # the second run replaces the first one's file
+        result = run("eval", ckpt, "--data", data, "--stats", stats, "--predictions", out)
+        assert result.exit_code == 0, result.output
+        probs, _ = numpy_forward(ckpt, files["x"], stats=stats)
+        with np.load(out) as z:
+            np.testing.assert_allclose(z["probabilities"], probs, rtol=1e-4, atol=2e-6)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")) == []
+
+
+def test_is_predictions_file_reads_the_mark(tmp_path):
+    from bntrain.evaluate import PREDICTIONS_MARK, is_predictions_file, write_predictions
+
+    write_predictions(tmp_path / "p.npz", np.eye(3, dtype=np.float32), None)
+    assert is_predictions_file(tmp_path / "p.npz")
+    with zipfile.ZipFile(tmp_path / "p.npz") as zf:
+        assert zf.comment == PREDICTIONS_MARK
+        assert sorted(zf.namelist()) == ["predicted.npy", "probabilities.npy"]
+    np.savez(tmp_path / "plain.npz", probabilities=np.eye(3))
+    with zipfile.ZipFile(tmp_path / "plain.npz", "a") as zf:
+        zf.comment = b"bntrain predictions 0"  # a near miss is not the mark
+    assert not is_predictions_file(tmp_path / "plain.npz")
+    assert not is_predictions_file(tmp_path / "missing.npz")
+    assert not is_predictions_file(tmp_path)
+
+
+# ------------------------------------------------------------------ out of memory
+
+
+@pytest.mark.parametrize(
+    "error",
+    [MemoryError(), RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")],
+)
+def test_out_of_memory_names_the_batch_size_option(files, monkeypatch, error):
+    import bntrain.metrics
+
+    def exhausted(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(bntrain.metrics, "predict_dataset", exhausted)
+    result = run("eval", files["with_stats"], "--data", files["tmp"] / "data.npz")
+    assert result.exit_code == 1
+    assert _error(result) == "Error: out of memory; try a smaller --batch-size"
+
+
+def test_other_runtime_errors_are_not_called_out_of_memory(files, monkeypatch):
+    import bntrain.metrics
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("something else")
+
+    monkeypatch.setattr(bntrain.metrics, "predict_dataset", broken)
+    with pytest.raises(RuntimeError, match="something else"):
+        run("eval", files["with_stats"], "--data", files["tmp"] / "data.npz")

@@ -257,3 +257,61 @@ def test_nan_loss_stops_training_and_keeps_last_good_checkpoint(tmp_path, monkey
     )
     with h5py.File(last, "r") as f:
         assert f.attrs["epoch"] == 1
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        (
+            "training.batch_size=5000",
+            "Error: data.train: 1258 examples are fewer than training.batch_size (5000); "
+            "lower training.batch_size",
+        ),
+        (
+            "data.val_split=0.5",  # the check counts the examples left after the split
+            "Error: data.train: 629 examples are fewer than training.batch_size (1000); "
+            "lower training.batch_size",
+        ),
+        (
+            "training.batch_size=1",
+            "Error: training.batch_size: 1 cannot train batch normalization (a batch of one "
+            "example has no variance); use 2 or more",
+        ),
+    ],
+)
+@pytest.mark.parametrize("command", ["check", "fit"])
+def test_check_and_fit_refuse_a_batch_size_alike(tiny_config_file, command, setting, message):
+    sets = ["--set", setting]
+    if setting.startswith("data.val_split"):
+        sets += ["--set", "data.val=null", "--set", "training.batch_size=1000"]
+    result = run(command, tiny_config_file, *sets)
+    assert result.exit_code == 2
+    assert result.output == message + "\n"
+    assert not (tiny_config_file.parent / "run").exists()
+
+
+@pytest.mark.parametrize("args", [["fit"], ["fit", "--force"], ["check"]])
+def test_output_dir_naming_a_file_is_one_error_line(tiny_config_file, args):
+    folder = tiny_config_file.parent
+    (folder / "run").write_text("not a folder\n")
+    result = run(*args, tiny_config_file)
+    assert result.exit_code == 2
+    assert result.output == (
+        f"Error: output.dir: '{folder / 'run'}' is a file, not a folder; set output.dir to a "
+        f"folder for the run (or move the file away)\n"
+    )
+    assert (folder / "run").read_text() == "not a folder\n"
+
+
+def test_fit_out_of_memory_names_the_batch_size_setting(tiny_config_file, monkeypatch):
+    import bntrain.commands.fit
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(bntrain.commands.fit, "fit", exhausted)
+    result = run("fit", tiny_config_file, "--quiet")
+    assert result.exit_code == 1
+    assert result.output == (
+        "Error: out of memory; try a smaller training.batch_size (--set training.batch_size=N)\n"
+    )
