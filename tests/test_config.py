@@ -627,7 +627,15 @@ def test_dump_fills_defaults_in_schema_order_and_round_trips():
     data = yaml.safe_load(text)
     assert list(data) == ["name", "data", "model", "training", "output", "backend", "device"]
     assert list(data["training"]) == list(type(cfg.training).model_fields)
-    assert data["training"]["optimizer"]["beta2"] == 0.999
+    # only the chosen optimizer's keys, its defaults filled in (no adam beta2 for nesterov)
+    assert data["training"]["optimizer"] == {
+        "name": "nesterov",
+        "lr": 0.1,
+        "weight_decay": 1e-4,
+        "grad_clip_norm": None,
+        "momentum": 0.9,
+    }
+    assert data["training"]["schedule"] == {"name": "cosine", "warmup_epochs": 0, "min_lr": 0.0}
     assert data["training"]["max_consecutive_nan"] == 10
     assert data["model"]["layers"][0] == {
         "type": "dense",
@@ -644,7 +652,7 @@ def test_dump_round_trips_tricky_values():
     text = sub(
         "{type: dropout, p: 0.2}", "{type: conv2d, filters: 2, size: [2, 3], name: 'yes'}", text
     )
-    cfg = parse_config(text, overrides=["training.optimizer.epsilon=1e-12"])
+    cfg = parse_config(text, overrides=["training.optimizer={name: adam, lr: 1, epsilon: 1e-12}"])
     dumped = dump_config(cfg)
     again = parse_config(dumped)
     assert again == cfg and again.name == "1e-3" and again.model.layers[1].name == "yes"
