@@ -157,6 +157,17 @@ def check(config, overrides):
     click.echo(f"total parameters: {sum(r.params for r in rows)}")
 
 
+@main.command()
+@_handle_errors
+def schema():
+    """Print the JSON Schema of config files (for editors: yaml-language-server)."""
+    import json
+
+    from .config import config_json_schema
+
+    click.echo(json.dumps(config_json_schema(), indent=2))
+
+
 @main.command("eval")
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option(

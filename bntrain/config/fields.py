@@ -117,18 +117,19 @@ def _check_data_file(value: str) -> str:
     return value
 
 
+PositiveInt = Annotated[int, Field(gt=0)]
+NonNegativeInt = Annotated[int, Field(ge=0)]
 Nonlinearity = Annotated[str, AfterValidator(_check_nonlinearity)]
-Size = Annotated[int | tuple[int, int], _int_or_pair(1)]
-Stride = Annotated[int | tuple[int, int], _int_or_pair(1)]
-PoolPad = Annotated[int | tuple[int, int], _int_or_pair(0)]
+Size = Annotated[PositiveInt | tuple[PositiveInt, PositiveInt], _int_or_pair(1)]
+Stride = Size
+PoolPad = Annotated[NonNegativeInt | tuple[NonNegativeInt, NonNegativeInt], _int_or_pair(0)]
 ConvPad = Annotated[
-    int | tuple[int, int] | Literal["same", "valid", "full"],
+    NonNegativeInt | tuple[NonNegativeInt, NonNegativeInt] | Literal["same", "valid", "full"],
     _int_or_pair(0, ("same", "valid", "full")),
 ]
 #: A float > 0 that is neither 0 nor infinite in float32.
 PositiveFloat = Annotated[float, Field(gt=0), AfterValidator(_check_float32)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
-PositiveInt = Annotated[int, Field(gt=0)]
 #: A fraction in [0, 1).
 Unit = Annotated[float, Field(ge=0, lt=1)]
 #: Text used as a file or folder path.

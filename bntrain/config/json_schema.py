@@ -23,9 +23,21 @@ def config_json_schema() -> dict[str, Any]:
     dict
         The schema, ready for :func:`json.dumps`.
     """
-    schema = Config.model_json_schema(mode="validation")
+    schema = _markdown(Config.model_json_schema(mode="validation"))
     return {
         "$schema": SCHEMA_DIALECT,
         "title": "bntrain config",
         **{k: v for k, v in schema.items() if k != "title"},
     }
+
+
+def _markdown(node: Any) -> Any:
+    """Docstring literals (````x````) as Markdown code (```x```) in every description."""
+    if isinstance(node, dict):
+        return {
+            k: v.replace("``", "`") if k == "description" and isinstance(v, str) else _markdown(v)
+            for k, v in node.items()
+        }
+    if isinstance(node, list):
+        return [_markdown(v) for v in node]
+    return node
