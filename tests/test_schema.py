@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 from pathlib import Path
 
@@ -161,3 +162,12 @@ def test_schema_command_prints_the_schema():
     assert result.output.startswith(
         '{\n  "$schema": "https://json-schema.org/draft/2020-12/schema"'
     )
+
+
+def test_readme_config_with_the_editor_line_is_valid_for_both(validator):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", readme, flags=re.S) if "data:" in b]
+    assert len(blocks) == 1
+    assert "# yaml-language-server: $schema=bntrain.schema.json" in readme
+    text = "# yaml-language-server: $schema=bntrain.schema.json\n" + blocks[0]
+    assert parser_accepts(text) and schema_accepts(validator, text)
