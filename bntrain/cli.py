@@ -193,6 +193,15 @@ def check(config, overrides):
     click.echo(f"total parameters: {sum(r.params for r in rows)}")
 
 
+@main.command()
+@_handle_errors("training.batch_size")
+def schema():
+    """Print the JSON Schema of config files (for editors: yaml-language-server)."""
+    from .commands.schema import schema_command
+
+    click.echo(schema_command())
+
+
 @main.command("eval")
 @checkpoint_argument
 @data_option("HDF5/NPZ file with examples and labels (default: the config's test set, else val).")

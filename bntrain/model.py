@@ -5,7 +5,9 @@ graph of :mod:`bntrain.nn` layers.  With ``batch_norm.insert: auto`` every
 ``dense`` and ``conv2d`` layer except the output layer is followed by a
 :class:`~bntrain.nn.layers.BatchNormLayer`, the way the seed's
 ``batch_norm()`` does it: the layer's bias is removed and its nonlinearity
-moves after the normalization.
+moves after the normalization.  Each layer entry builds its own layer
+(:meth:`bntrain.config.layers.LayerSpecBase.build`); this module chains them,
+names them and inserts batch norm.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import nn
+from .config.layers import BuildContext
 from .errors import ConfigError
 from .nn import layers as L
 
@@ -66,17 +69,10 @@ def derive_seed(seed: int, *purpose: str | int) -> int:
     return int(np.random.default_rng(words).integers(2**63 - 1))
 
 
-_WEIGHTED = ("dense", "conv2d")
-
-
-def _pair(value) -> tuple[int, int]:
-    return tuple(value) if isinstance(value, (list, tuple)) else (value, value)
-
-
 def _output_index(specs) -> int | None:
     """Index of the output layer: the last weighted layer, if the net ends in it."""
     for i in range(len(specs) - 1, -1, -1):
-        if specs[i].type in _WEIGHTED:
+        if specs[i].weighted:
             return i
     return None
 
@@ -110,15 +106,10 @@ def build_network(model_cfg, input_shape, seed: int) -> Network:
     for i, spec in enumerate(specs):
         where = f"model.layers[{i}]"
         rng = np.random.default_rng(derive_seed(seed, "layer", i))
-        _check_size(spec, net, where)
+        ctx = BuildContext(name=names[i], rng=rng, batch_norm=bn_cfg, where=where)
         try:
-            net = _build_layer(spec, net, names[i], rng, bn_cfg)
-            auto_bn = (
-                bn_cfg.insert == "auto"
-                and spec.type in _WEIGHTED
-                and i != out_idx
-                and spec.batch_norm
-            )
+            net = spec.build(net, ctx)
+            auto_bn = bn_cfg.insert == "auto" and spec.weighted and i != out_idx and spec.batch_norm
             if auto_bn:
                 net = L.batch_norm(net, epsilon=bn_cfg.epsilon, alpha=bn_cfg.alpha)
         except (ValueError, TypeError) as exc:
@@ -147,9 +138,8 @@ def _ends_in_softmax(layer) -> bool:
 def _layer_names(specs) -> list[str]:
     counts: dict[str, int] = {}
     names = []
-    prefix = {"conv2d": "conv", "maxpool2d": "pool", "avgpool2d": "pool", "global_avgpool": "gpool"}
     for i, spec in enumerate(specs):
-        base = prefix.get(spec.type, spec.type)
+        base = spec.name_prefix or spec.type
         counts[base] = counts.get(base, 0) + 1
         name = spec.name or f"{base}{counts[base]}"
         if name in names or name == "input":
@@ -158,82 +148,3 @@ def _layer_names(specs) -> list[str]:
             )
         names.append(name)
     return names
-
-
-def _nonlinearity(name):
-    return nn.nonlinearities.get(name)
-
-
-MAX_LAYER_WEIGHTS = 2**28  # 1 GiB of float32 in one weight matrix
-
-
-def _check_size(spec, incoming, where: str) -> None:
-    """Refuse a weight matrix too large to allocate, before allocating it."""
-    if spec.type == "dense":
-        n_in = int(np.prod([d for d in incoming.output_shape[1:]], dtype=np.float64))
-        count = n_in * spec.units
-    elif spec.type == "conv2d":
-        kh, kw = _pair(spec.size)
-        count = incoming.output_shape[1] * spec.filters * kh * kw
-    else:
-        return
-    if count > MAX_LAYER_WEIGHTS:
-        key = "units" if spec.type == "dense" else "filters"
-        raise ConfigError(
-            f"{where}.{key}: the layer would hold {count:.3g} weights (more than {MAX_LAYER_WEIGHTS}); "
-            f"use a smaller {key}"
-        )
-
-
-def _build_layer(spec, incoming, name, rng, bn_cfg):
-    t = spec.type
-    if t == "dense":
-        return L.DenseLayer(
-            incoming,
-            num_units=spec.units,
-            W=nn.init.GlorotUniform(rng=rng),
-            nonlinearity=_nonlinearity(spec.nonlinearity),
-            name=name,
-        )
-    if t == "conv2d":
-        return L.Conv2DLayer(
-            incoming,
-            num_filters=spec.filters,
-            filter_size=_pair(spec.size),
-            stride=_pair(spec.stride),
-            pad=spec.pad if isinstance(spec.pad, str) else _pair(spec.pad),
-            W=nn.init.GlorotUniform(rng=rng),
-            nonlinearity=_nonlinearity(spec.nonlinearity),
-            name=name,
-        )
-    if t in ("maxpool2d", "avgpool2d"):
-        mode = "max" if t == "maxpool2d" else spec.mode
-        return L.Pool2DLayer(
-            incoming,
-            pool_size=_pair(spec.size),
-            stride=None if spec.stride is None else _pair(spec.stride),
-            pad=_pair(spec.pad),
-            ignore_border=spec.ignore_border,
-            mode=mode,
-            name=name,
-        )
-    if t == "global_avgpool":
-        return L.GlobalPoolLayer(incoming, name=name)
-    if t == "dropout":
-        return L.DropoutLayer(incoming, p=spec.p, rng=rng, name=name)
-    if t == "flatten":
-        return L.FlattenLayer(incoming, name=name)
-    if t == "batchnorm":
-        return _explicit_bn(spec, incoming, name, bn_cfg)
-    if t == "nonlinearity":
-        return L.NonlinearityLayer(incoming, _nonlinearity(spec.fn), name=name)
-    raise ConfigError(f"unknown layer type {t!r}")  # the schema makes this unreachable
-
-
-def _explicit_bn(spec, incoming, name, bn_cfg):
-    epsilon = bn_cfg.epsilon if spec.epsilon is None else spec.epsilon
-    alpha = bn_cfg.alpha if spec.alpha is None else spec.alpha
-    layer = L.BatchNormLayer(incoming, epsilon=epsilon, alpha=alpha, name=name)
-    if spec.nonlinearity is not None:
-        layer = L.NonlinearityLayer(layer, _nonlinearity(spec.nonlinearity), name=f"{name}_nonlin")
-    return layer

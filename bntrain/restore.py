@@ -8,12 +8,9 @@ must be there with the right shape).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-
-import yaml
 
 from .checkpoint import Checkpoint, load_params, read_checkpoint
-from .config import parse_config
+from .config import parse_stored_config
 from .data import Preprocessor
 from .errors import CheckpointError, UsageError
 from .model import Network, build_network
@@ -31,16 +28,6 @@ class Restored:
     preprocess: Preprocessor
 
 
-def _config_dir(ckpt: Checkpoint) -> Path:
-    """The folder the run's config was read from (relative data paths resolve there)."""
-    try:
-        run = (yaml.safe_load(ckpt.config_text) or {}).get("run") or {}
-    except yaml.YAMLError:
-        run = {}
-    folder = run.get("config_dir") if isinstance(run, dict) else None
-    return Path(folder) if folder else ckpt.path.resolve().parent
-
-
 def restore(path) -> Restored:
     """Read ``path`` and rebuild its network with the stored values.
 
@@ -51,8 +38,8 @@ def restore(path) -> Restored:
     """
     ckpt = read_checkpoint(path)
     try:
-        config = parse_config(
-            ckpt.config_text, source=f"{path}:/config", base_dir=_config_dir(ckpt)
+        config = parse_stored_config(
+            ckpt.config_text, source=f"{path}:/config", default_dir=ckpt.path.resolve().parent
         )
     except UsageError as exc:
         raise CheckpointError(f"the config stored in '{path}' does not load: {exc}") from None

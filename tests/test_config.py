@@ -13,14 +13,17 @@ from hypothesis import strategies as st
 from bntrain.config import (
     LAYER_TYPES,
     NONLINEARITIES,
+    AdamConfig,
     AvgPool2DSpec,
     Config,
     Conv2DSpec,
+    CosineSchedule,
     DenseSpec,
     DropoutSpec,
     dump_config,
     load_config,
     parse_config,
+    parse_stored_config,
 )
 from bntrain.errors import ConfigError, UsageError
 
@@ -627,7 +630,15 @@ def test_dump_fills_defaults_in_schema_order_and_round_trips():
     data = yaml.safe_load(text)
     assert list(data) == ["name", "data", "model", "training", "output", "backend", "device"]
     assert list(data["training"]) == list(type(cfg.training).model_fields)
-    assert data["training"]["optimizer"]["beta2"] == 0.999
+    # only the chosen optimizer's keys, its defaults filled in (no adam beta2 for nesterov)
+    assert data["training"]["optimizer"] == {
+        "name": "nesterov",
+        "lr": 0.1,
+        "weight_decay": 1e-4,
+        "grad_clip_norm": None,
+        "momentum": 0.9,
+    }
+    assert data["training"]["schedule"] == {"name": "cosine", "warmup_epochs": 0, "min_lr": 0.0}
     assert data["training"]["max_consecutive_nan"] == 10
     assert data["model"]["layers"][0] == {
         "type": "dense",
@@ -644,7 +655,7 @@ def test_dump_round_trips_tricky_values():
     text = sub(
         "{type: dropout, p: 0.2}", "{type: conv2d, filters: 2, size: [2, 3], name: 'yes'}", text
     )
-    cfg = parse_config(text, overrides=["training.optimizer.epsilon=1e-12"])
+    cfg = parse_config(text, overrides=["training.optimizer={name: adam, lr: 1, epsilon: 1e-12}"])
     dumped = dump_config(cfg)
     again = parse_config(dumped)
     assert again == cfg and again.name == "1e-3" and again.model.layers[1].name == "yes"
@@ -756,3 +767,58 @@ def test_checkpoint_every_steps_defaults_to_none_and_must_be_positive():
     base["training"]["checkpoint_every_steps"] = 0
     with pytest.raises(ConfigError, match=r"training\.checkpoint_every_steps: must be >= 1"):
         parse_config(yaml.safe_dump(base))
+
+
+# ------------------------------------------------------------------------------------------------
+# Stored configs (run folders, checkpoints): the one parser
+# ------------------------------------------------------------------------------------------------
+
+
+def _stored(optimizer: dict, schedule: dict) -> str:
+    """A run folder's config.yaml with the given optimizer and schedule mappings."""
+    data = yaml.safe_load(dump_config(parse_config(BASE), extra={"run": {"seed": 0}}))
+    data["training"]["optimizer"] = optimizer
+    data["training"]["schedule"] = schedule
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+# What bntrain wrote before each optimizer and schedule had its own schema: every key.
+_OLD_ADAM = {
+    "name": "adam",
+    "lr": 0.001,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "beta1": 0.9,
+    "beta2": 0.999,
+    "epsilon": 1e-08,
+    "grad_clip_norm": None,
+}
+_OLD_COSINE = {"name": "cosine", "step_size": None, "gamma": 0.1, "warmup_epochs": 0, "min_lr": 0.0}
+
+
+def test_stored_config_of_an_older_bntrain_still_loads(tmp_path):
+    cfg = parse_stored_config(_stored(_OLD_ADAM, _OLD_COSINE), "old/config.yaml", tmp_path)
+    assert cfg.training.optimizer == AdamConfig(name="adam", lr=0.001)
+    assert cfg.training.schedule == CosineSchedule(name="cosine")
+    # a value the old bntrain would not have written is still an unknown key ...
+    with pytest.raises(ConfigError, match=r"training.optimizer.momentum: unknown key for name"):
+        parse_stored_config(_stored({**_OLD_ADAM, "momentum": 0.5}, _OLD_COSINE), "c", tmp_path)
+    # ... and so is a default-valued one in a config a person wrote (no run: section)
+    data = yaml.safe_load(_stored(_OLD_ADAM, _OLD_COSINE))
+    del data["run"]
+    with pytest.raises(ConfigError, match=r"training.optimizer.momentum: unknown key for name"):
+        parse_config(yaml.safe_dump(data))
+
+
+def test_stored_config_resolves_paths_where_the_run_read_them(tmp_path):
+    text = dump_config(parse_config(BASE), extra={"run": {"config_dir": "/the/configs"}})
+    assert parse_stored_config(text, "ck.h5:/config", tmp_path).base_dir == Path("/the/configs")
+    text = dump_config(parse_config(BASE), extra={"run": {"seed": 0}})
+    assert parse_stored_config(text, "ck.h5:/config", tmp_path).base_dir == tmp_path
+
+
+def test_restore_has_no_yaml_parser_of_its_own():
+    import bntrain.restore
+
+    source = Path(bntrain.restore.__file__).read_text()
+    assert "yaml" not in source and "parse_stored_config" in source

@@ -114,3 +114,13 @@ def test_a_layer_too_large_to_allocate_is_refused_before_allocation():
         "model.layers[0].units: the layer would hold 6.4e+13 weights (more than 268435456); "
         "use a smaller units"
     )
+
+
+def test_every_layer_type_is_one_spec_class_that_builds_its_layer():
+    from bntrain.config import LAYER_TYPES, LayerSpec, LayerSpecBase
+    from bntrain.config.walk import strip
+
+    members = strip(LayerSpec).members
+    assert tuple(members) == LAYER_TYPES
+    for cls in members.values():
+        assert issubclass(cls, LayerSpecBase) and cls.build is not LayerSpecBase.build
