@@ -28,8 +28,6 @@ written with ``predictions``) but the metrics that need labels (``loss``,
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +35,7 @@ import numpy as np
 
 from .bnstats import load_population
 from .errors import CheckpointError, DataError, UsageError
+from .fileio import atomic_open
 from .inputs import fit_input_shape, open_config_data, open_data_file
 
 __all__ = [
@@ -162,8 +161,8 @@ def build_batch_predict(network, mode: str):
 def write_predictions(path, probabilities: np.ndarray, labels: np.ndarray | None) -> None:
     """Write ``probabilities`` (float32), ``predicted`` (int64) and ``labels`` to an NPZ file.
 
-    The file is written under a temporary name in the same folder and renamed,
-    so a reader never sees a partial file.
+    The file is replaced atomically (:func:`bntrain.fileio.atomic_open`), so a
+    reader never sees a partial file.
 
     Raises
     ------
@@ -177,17 +176,10 @@ def write_predictions(path, probabilities: np.ndarray, labels: np.ndarray | None
     }
     if labels is not None:
         arrays["labels"] = np.asarray(labels, dtype=np.int64)
-    folder = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-" + path.name + ".", dir=folder)
-    except OSError as exc:
-        raise UsageError(f"--predictions: cannot write '{path}': {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_open(path, "wb") as fh:
             np.savez(fh, **arrays)
-        os.replace(tmp, path)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise UsageError(f"--predictions: cannot write '{path}': {exc.strerror or exc}") from None
 
 
