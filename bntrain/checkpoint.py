@@ -316,6 +316,8 @@ def write_bn_stats(
 def _open(path: Path) -> h5py.File:
     if not path.exists():
         raise CheckpointError(f"checkpoint '{path}' not found")
+    if not path.is_file():  # a FIFO would block the open forever; a device never ends
+        raise CheckpointError(f"'{path}' is not a regular file, so not a checkpoint")
     try:
         return h5py.File(path, "r")
     except OSError as exc:

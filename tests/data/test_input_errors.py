@@ -202,6 +202,8 @@ def test_fifo_or_device_as_data_path_is_refused_without_opening_it(tmp_path, ckp
     if kind == "fifo":
         with _UnblockReaders(path) as guard:
             refused()
+            message = f"Error: '{path}' is not a regular file, so not a checkpoint"
+            assert _run("eval", path) == (2, [message])  # as the checkpoint
         assert guard.readers == 0
     else:
         refused()
