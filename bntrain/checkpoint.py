@@ -13,11 +13,15 @@ Layout (``format_version`` 1; documented in ``docs/checkpoint.md``)::
     /preprocess            attrs: scale, standardize; datasets: mean, std
     /bn_stats/<bn layer>   mean, var (float32); attrs: estimator, mode, n_examples, ...
 
-Every write is atomic: the complete file is written under a temporary name in
-the same folder, flushed and fsynced, reopened and checked, renamed over the
-old file, and the folder is fsynced.  A temporary file left by a killed
-writer is never loaded (:func:`read_checkpoint` refuses its name) and
-:func:`clean_temp_files` deletes it.
+Every write is atomic (:mod:`bntrain.fileio`): the complete file is written
+under a temporary name in the same folder, reopened and checked, fsynced,
+renamed over the old file, and the folder is fsynced.  A temporary file left
+by a killed writer is never loaded (:func:`read_checkpoint` refuses its name)
+and :func:`clean_temp_files` deletes it.
+
+A checkpoint is self-contained: one holding an external link, or a dataset
+whose data lives in other files, is refused when read; so are non-finite
+weights when they are loaded into a network.
 """
 
 from __future__ import annotations
@@ -25,7 +29,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -35,6 +38,7 @@ import numpy as np
 
 from . import __version__
 from .errors import CheckpointError
+from .fileio import TMP_PREFIX, atomic_path, clean_temp_files
 from .nn import layers as L
 from .nn import nonlinearities
 
@@ -55,7 +59,6 @@ __all__ = [
 
 FORMAT = "bntrain-checkpoint"
 FORMAT_VERSION = 1
-TMP_PREFIX = ".tmp-"
 
 
 @dataclass
@@ -82,16 +85,10 @@ class Checkpoint:
 # --------------------------------------------------------------------------- writing
 
 
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def atomic_write(path: str | os.PathLike, write, *, start_from: Path | None = None) -> None:
-    """Write ``path`` atomically with ``write(h5file)``.
+    """Write ``path`` atomically with ``write(h5file)`` (see :func:`bntrain.fileio.atomic_path`).
+
+    The temporary file is read back and checked before it replaces anything.
 
     Parameters
     ----------
@@ -110,66 +107,16 @@ def atomic_write(path: str | os.PathLike, write, *, start_from: Path | None = No
         file, if any, is left untouched and the temporary file removed.
     """
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=TMP_PREFIX + path.name + ".", suffix=".h5", dir=folder
-        )
-        os.close(fd)
+        with atomic_path(path) as tmp:
+            if start_from is not None:
+                shutil.copyfile(start_from, tmp)
+            with h5py.File(tmp, "r+" if start_from is not None else "w") as f:
+                write(f)
+                f.flush()
+            _read_path(tmp)  # verify it loads before it replaces anything
     except OSError as exc:
         raise CheckpointError(f"cannot write checkpoint '{path}': {exc.strerror or exc}") from None
-    tmp = Path(tmp_name)
-    try:
-        if start_from is not None:
-            shutil.copyfile(start_from, tmp)
-            mode = "r+"
-        else:
-            mode = "w"
-        with h5py.File(tmp, mode) as f:
-            write(f)
-            f.flush()
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        _read_path(tmp)  # verify it loads before it replaces anything
-        os.replace(tmp, path)
-        _fsync_dir(folder)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise CheckpointError(f"cannot write checkpoint '{path}': {exc.strerror or exc}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def clean_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Delete the temporary files that interrupted checkpoint writes left in ``folder``.
-
-    Only names that :func:`atomic_write` creates (``.tmp-<name>.<random>.h5``)
-    are touched.  Call it when nothing else writes checkpoints in ``folder``
-    (fit and resume do, before training starts).
-
-    Parameters
-    ----------
-    folder : path-like
-        A run folder.
-
-    Returns
-    -------
-    list of Path
-        The files deleted.
-    """
-    folder = Path(folder)
-    removed = []
-    if not folder.is_dir():
-        return removed
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith(TMP_PREFIX) and entry.name.endswith(".h5") and entry.is_file():
-            try:
-                entry.unlink()
-            except FileNotFoundError:
-                continue
-            removed.append(entry)
-    return removed
 
 
 def atomic_copy(source, dest) -> None:
@@ -369,6 +316,8 @@ def write_bn_stats(
 def _open(path: Path) -> h5py.File:
     if not path.exists():
         raise CheckpointError(f"checkpoint '{path}' not found")
+    if not path.is_file():  # a FIFO would block the open forever; a device never ends
+        raise CheckpointError(f"'{path}' is not a regular file, so not a checkpoint")
     try:
         return h5py.File(path, "r")
     except OSError as exc:
@@ -432,11 +381,38 @@ def _read_path(path: Path) -> Checkpoint:
         f.close()
 
 
+def _check_self_contained(f: h5py.File, path: Path) -> None:
+    """Refuse a file that would make h5py read another file (external links or storage)."""
+    problem = None
+
+    def link(name: bytes) -> bool | None:  # a true result stops the visit
+        nonlocal problem
+        if f.id.links.get_info(name).type == h5py.h5l.TYPE_EXTERNAL:
+            problem = f"/{name.decode()} is an external link to another file"
+        return problem is not None or None
+
+    def dataset(name: str, item: object) -> bool | None:
+        nonlocal problem
+        if isinstance(item, h5py.Dataset) and (item.is_virtual or item.external):
+            problem = f"/{name} keeps its data in other files (external or virtual dataset)"
+        return problem is not None or None
+
+    f.id.links.visit(link)
+    if problem is None:
+        f.visititems(dataset)
+    if problem is not None:
+        raise CheckpointError(
+            f"'{path}': {problem}; a bntrain checkpoint is self-contained: use one that "
+            f"bntrain wrote"
+        )
+
+
 def _read(f: h5py.File, path: Path) -> Checkpoint:
     if f.attrs.get("format") != FORMAT:
         raise CheckpointError(
             f"'{path}' is not a bntrain checkpoint (no format = {FORMAT!r} attribute)"
         )
+    _check_self_contained(f, path)
     version = int(f.attrs.get("format_version", -1))
     if version != FORMAT_VERSION:
         raise CheckpointError(
@@ -494,7 +470,8 @@ def load_params(ckpt: Checkpoint, layers) -> None:
     Raises
     ------
     CheckpointError
-        Naming the first layer or dataset that is missing, of another type, or mis-shaped.
+        Naming the first layer or dataset that is missing, of another type,
+        mis-shaped, or holding NaN or Inf.
     """
     for layer in layers:
         if layer.name not in ckpt.params:
@@ -517,4 +494,11 @@ def load_params(ckpt: Checkpoint, layers) -> None:
                 raise CheckpointError(
                     f"'{ckpt.path}': {where} has shape {list(value.shape)}, expected {list(expected)}"
                 )
-            param.set_value(value.astype(param.dtype))
+            value = value.astype(param.dtype)
+            finite = np.isfinite(value)
+            if not finite.all():
+                raise CheckpointError(
+                    f"'{ckpt.path}': {where} holds a non-finite value ({value[~finite][0]}); "
+                    f"these weights cannot be used: take an earlier checkpoint or train again"
+                )
+            param.set_value(value)

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import os
 import stat
-import tempfile
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -41,8 +40,10 @@ import numpy as np
 
 from .bnstats import load_population
 from .errors import CheckpointError, UsageError
+from .fileio import atomic_path
 
 __all__ = [
+    "DEFAULT_Y_KEY",
     "PREDICTIONS_MARK",
     "STATS_CHOICES",
     "choose_stats",
@@ -54,6 +55,8 @@ __all__ = [
 ]
 
 STATS_CHOICES = ("population", "ema", "batch")
+#: The labels array read from ``--data`` when present; another ``y_key`` must exist.
+DEFAULT_Y_KEY = "y"
 
 #: The zip comment that marks an NPZ file as one :func:`write_predictions` wrote.
 PREDICTIONS_MARK = b"bntrain predictions 1"
@@ -167,8 +170,8 @@ def build_batch_predict(network, mode: str):
 def write_predictions(path, probabilities: np.ndarray, labels: np.ndarray | None) -> None:
     """Write ``probabilities`` (float32), ``predicted`` (int64) and ``labels`` to an NPZ file.
 
-    The file is written under a temporary name in the same folder and renamed,
-    so a reader never sees a partial file.  Its zip comment is
+    The file is replaced atomically (:func:`bntrain.fileio.atomic_path`), so a
+    reader never sees a partial file.  Its zip comment is
     :data:`PREDICTIONS_MARK` (see :func:`is_predictions_file`); the arrays are
     exactly the ones named above.
 
@@ -184,19 +187,12 @@ def write_predictions(path, probabilities: np.ndarray, labels: np.ndarray | None
     }
     if labels is not None:
         arrays["labels"] = np.asarray(labels, dtype=np.int64)
-    folder = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-" + path.name + ".", dir=folder)
+        with atomic_path(path) as tmp:
+            np.savez(tmp, **arrays)
+            with zipfile.ZipFile(tmp, "a") as zf:
+                zf.comment = PREDICTIONS_MARK
     except OSError as exc:
-        raise UsageError(f"--predictions: cannot write '{path}': {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        with zipfile.ZipFile(tmp, "a") as zf:
-            zf.comment = PREDICTIONS_MARK
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise UsageError(f"--predictions: cannot write '{path}': {exc.strerror or exc}") from None
 
 

@@ -11,9 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
-from .data import array_names, open_dataset, split_indices, validate_dataset
+from .data import fit_examples, open_dataset, split_indices, validate_dataset
 from .errors import DataError, UsageError
 
 __all__ = [
@@ -43,15 +41,19 @@ class ConfigData:
 
 
 def fit_input_shape(ds, input_shape, where: str):
-    """Return ``ds`` viewed with examples of ``input_shape`` (same size), or raise DataError."""
-    input_shape = tuple(input_shape)
-    if tuple(ds.example_shape) == input_shape:
-        return ds
-    if int(np.prod(ds.example_shape)) == int(np.prod(input_shape)):
-        return ds.reshape_examples(input_shape)
-    raise DataError(
-        f"{where}: examples have shape {list(ds.example_shape)} but model.input_shape is "
-        f"{list(input_shape)}; fix model.input_shape or the data"
+    """Return ``ds`` viewed with examples of ``input_shape`` (same size), or raise DataError.
+
+    Channels-last images for a channels-first ``input_shape`` are refused (see
+    :func:`bntrain.data.fit_examples`).
+    """
+    return fit_examples(
+        ds,
+        input_shape,
+        wanted="model.input_shape is",
+        mismatch=(
+            f"{where}: examples have shape {list(ds.example_shape)} but model.input_shape is "
+            f"{list(input_shape)}; fix model.input_shape or the data"
+        ),
     )
 
 
@@ -69,11 +71,9 @@ def open_config_data(config, which=("train", "val", "test")) -> ConfigData:
     train = fit_input_shape(train, input_shape, "data.train")
     val = None
     if data.val_split is not None and ("val" in which or "train" in which):
-        tr_idx, va_idx = split_indices(len(train), data.val_split, config.training.seed)
-        if len(tr_idx) == 0 or len(va_idx) == 0:
-            raise DataError(
-                f"data.val_split: {data.val_split} of {len(train)} examples leaves an empty split"
-            )
+        tr_idx, va_idx = split_indices(
+            len(train), data.val_split, config.training.seed, where="data.val_split"
+        )
         val = train.subset(va_idx)
         train = train.subset(tr_idx)
     elif data.val is not None and "val" in which:
@@ -99,30 +99,37 @@ def validate_config_data(cd: ConfigData, n_classes: int) -> None:
                 )
 
 
-def open_data_file(path, x_key: str, y_key: str | None, input_shape):
+def open_data_file(path, x_key: str, y_key: str | None, input_shape, *, y_optional=False):
     """Open a ``--data`` file for a checkpoint's network, viewed with its input shape.
 
-    With ``y_key`` given, a file without that array is opened without labels.
+    Parameters
+    ----------
+    y_key : str or None
+        The labels array; None opens the file without labels.
+    y_optional : bool
+        Open a file that lacks ``y_key`` without labels instead of refusing it.
 
     Raises
     ------
     DataError
-        If the file cannot be read, lacks ``x_key``, or its examples do not fit.
+        If the file cannot be read, lacks ``x_key`` (or a required ``y_key``),
+        or its examples do not fit.
     """
     spec = {"path": str(path), "x": x_key, "y": y_key}
-    if y_key is not None and y_key not in array_names(path):
-        spec["y"] = None
-    ds = open_dataset(spec, Path.cwd(), "--data")
-    shape, input_shape = tuple(ds.example_shape), tuple(input_shape)
-    if shape == input_shape:
-        return ds
-    if int(np.prod(shape)) == int(np.prod(input_shape)):
-        return ds.reshape_examples(input_shape)
-    ds.close()
-    raise DataError(
-        f"--data: '{path}' has examples of shape {list(shape)} but the checkpoint's network "
-        f"takes examples of shape {list(input_shape)}"
-    )
+    ds = open_dataset(spec, Path.cwd(), "--data", y_optional=y_optional)
+    try:
+        return fit_examples(
+            ds,
+            input_shape,
+            wanted="the checkpoint's network takes",
+            mismatch=(
+                f"--data: '{path}' has examples of shape {list(ds.example_shape)} but the "
+                f"checkpoint's network takes examples of shape {list(input_shape)}"
+            ),
+        )
+    except DataError:
+        ds.close()
+        raise
 
 
 def check_batch_size(cd: ConfigData, batch_size: int, network) -> None:

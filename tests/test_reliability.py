@@ -22,6 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 import bntrain.checkpoint as C
+import bntrain.fileio as F
 import bntrain.train as T
 from bntrain.checkpoint import TMP_PREFIX, clean_temp_files, read_checkpoint
 from bntrain.cli import main
@@ -257,7 +258,7 @@ def _fail_on_call(n: int, exc: OSError, real):
         ("_write_model", OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))),
         ("fsync", OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))),
         ("replace", OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))),
-        ("mkstemp", PermissionError(errno.EACCES, os.strerror(errno.EACCES))),
+        ("create", PermissionError(errno.EACCES, os.strerror(errno.EACCES))),
         ("copyfile", PermissionError(errno.EACCES, os.strerror(errno.EACCES))),
     ],
 )
@@ -276,8 +277,8 @@ def test_atomic_write_failure_keeps_the_old_file(tmp_path, monkeypatch, target, 
         monkeypatch.setattr(C, "_write_model", _fail_on_call(1, exc, C._write_model))
     elif target in ("fsync", "replace"):
         monkeypatch.setattr(C.os, target, _fail_on_call(1, exc, getattr(os, target)))
-    elif target == "mkstemp":
-        monkeypatch.setattr(C.tempfile, "mkstemp", _fail_on_call(1, exc, C.tempfile.mkstemp))
+    elif target == "create":
+        monkeypatch.setattr(F, "_create_temp", _fail_on_call(1, exc, F._create_temp))
     else:
         monkeypatch.setattr(C.shutil, "copyfile", _fail_on_call(1, exc, shutil.copyfile))
     with pytest.raises(CheckpointError) as e:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from ..errors import DataError, UsageError
 from ..evaluate import (
+    DEFAULT_Y_KEY,
     apply_population_stats,
     build_batch_predict,
     check_predictions_path,
@@ -33,7 +34,10 @@ def _config_data_files(config, names) -> dict:
 def _open_eval_data(restored, input_shape, data, x_key, y_key):
     """Open the dataset to evaluate on; returns ``(dataset, where, description)``."""
     if data is not None:
-        return open_data_file(data, x_key, y_key, input_shape), "--data", str(data)
+        # labels under the default name are optional; a name the user chose must exist
+        optional = y_key == DEFAULT_Y_KEY
+        ds = open_data_file(data, x_key, y_key, input_shape, y_optional=optional)
+        return ds, "--data", str(data)
 
     config = restored.config
     which = "test" if config.data.test is not None else "val"
@@ -55,7 +59,7 @@ def evaluate_command(
     *,
     data=None,
     x_key: str = "X",
-    y_key: str | None = "y",
+    y_key: str | None = DEFAULT_Y_KEY,
     stats: str | None = None,
     batch_size: int | None = None,
     predictions=None,
@@ -73,9 +77,11 @@ def evaluate_command(
         (``y_key``).  Default: the checkpoint config's test set, else its
         validation set.
     x_key, y_key : str
-        Array names in ``data``.  Labels are read from ``y_key`` when ``data``
-        has that array; without it (or with ``y_key=None``) the predictions are
-        computed and the label metrics are None.
+        Array names in ``data``.  Labels are read from ``y_key``.  A file
+        without an array ``'y'`` (the default ``y_key``), or ``y_key=None``,
+        is evaluated without labels: the predictions are computed and the
+        label metrics are None.  Any other ``y_key`` must name an array (a
+        misspelt name is an error, as for ``x_key``).
     stats : {'population', 'ema', 'batch'}, optional
         Batch-norm statistics to use (see :mod:`bntrain.evaluate`); default
         ``population`` when the checkpoint has ``/bn_stats``, else ``ema``.

@@ -7,14 +7,13 @@ checkpoint and the data, writes ``/bn_stats`` and the JSON report.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from ..bnstats import ESTIMATORS, MODES, compute_bn_stats, report_rows
 from ..errors import CheckpointError, DataError, UsageError
+from ..fileio import atomic_write_text
 
 __all__ = ["RecomputeReport", "recompute_stats_command", "report_path_for"]
 
@@ -64,17 +63,9 @@ def report_path_for(checkpoint) -> Path:
 
 
 def _write_json_atomic(path: Path, data: dict) -> None:
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=folder)
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=2)
-            fh.write("\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        atomic_write_text(path, json.dumps(data, indent=2) + "\n")
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise CheckpointError(f"cannot write '{path}': {exc.strerror or exc}") from None
 
 

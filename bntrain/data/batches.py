@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bntrain.data.datasets import Dataset
+from bntrain.data.base import Dataset
 
 __all__ = ["BatchIterator"]
 

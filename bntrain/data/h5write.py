@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import numpy as np
 
 from ..errors import DataError
+from ..fileio import atomic_path
 
 __all__ = ["ConvertError", "write_hdf5_dataset", "run_converter"]
 
@@ -27,7 +27,7 @@ def write_hdf5_dataset(
     Parameters
     ----------
     path : path-like
-        Destination ``.h5`` file; written to ``path + '.tmp'`` first, then renamed.
+        Destination ``.h5`` file, replaced atomically (:func:`bntrain.fileio.atomic_path`).
     x : numpy.ndarray
         Examples, shape ``(N, ...)``.
     y : numpy.ndarray, optional
@@ -60,21 +60,12 @@ def write_hdf5_dataset(
         if compression == "gzip"
         else {"compression": compression}
     )
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("X", data=x, chunks=(rows, *x.shape[1:]), **opts)
-            if y is not None:
-                f.create_dataset(
-                    "y", data=y.astype(np.int64), chunks=(min(y.shape[0], 8192),), **opts
-                )
-            for key, value in (attrs or {}).items():
-                f.attrs[key] = value
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("X", data=x, chunks=(rows, *x.shape[1:]), **opts)
+        if y is not None:
+            f.create_dataset("y", data=y.astype(np.int64), chunks=(min(y.shape[0], 8192),), **opts)
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
 
 
 class ConvertError(DataError):

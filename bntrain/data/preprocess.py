@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from bntrain.data.datasets import Dataset
+from bntrain.data.base import Dataset
 from bntrain.stats import RunningMoments
 
 __all__ = ["Preprocessor", "STD_FLOOR"]

@@ -18,7 +18,9 @@ import h5py
 import numpy as np
 import pytest
 
+import bntrain.data.base as base_mod
 import bntrain.data.datasets as dsmod
+import bntrain.data.open as open_mod
 from bntrain.data import (
     DIGITS_SHA256,
     ArrayDataset,
@@ -502,7 +504,8 @@ def test_validate_shape_and_labels() -> None:
 
 
 def test_validate_streams_and_finds_first_bad_value(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(dsmod, "_SCAN_BYTES", 64)  # 8 labels / 4 examples per read
+    for module in (base_mod, open_mod):  # 8 labels / 4 examples per read
+        monkeypatch.setattr(module, "_SCAN_BYTES", 64)
     x = np.zeros((40, 4), np.float32)
     y = np.zeros(40, np.int64)
     y[[23, 30]] = [-1, 10]
