@@ -189,7 +189,8 @@ def write_predictions(path, probabilities: np.ndarray, labels: np.ndarray | None
         arrays["labels"] = np.asarray(labels, dtype=np.int64)
     try:
         with atomic_path(path) as tmp:
-            np.savez(tmp, **arrays)
+            with open(tmp, "wb") as fh:  # a file object: np.savez would append ".npz" to a name
+                np.savez(fh, **arrays)
             with zipfile.ZipFile(tmp, "a") as zf:
                 zf.comment = PREDICTIONS_MARK
     except OSError as exc:

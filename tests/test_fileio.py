@@ -12,7 +12,7 @@ import pytest
 
 import bntrain.fileio as F
 from bntrain import checkpoint as C
-from bntrain.bnstats import _write_json_atomic
+from bntrain.commands.recompute import _write_json_atomic
 from bntrain.data import write_hdf5_dataset
 from bntrain.evaluate import write_predictions
 from bntrain.nn import layers as L
