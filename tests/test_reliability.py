@@ -92,17 +92,17 @@ def config(cfg_path, out: str, *sets):
 def straight(cfg_path) -> Path:
     """2 epochs uninterrupted, writing last.h5 every 7 steps too (the reference run)."""
     saves = []
-    real = T._save
+    real = T.TrainState.to_checkpoint
 
-    def spy(path, network, config_text, epoch, step, *rest):
-        saves.append((epoch, step))
-        real(path, network, config_text, epoch, step, *rest)
+    def spy(state, path):
+        saves.append((state.epoch, state.step))
+        real(state, path)
 
-    T._save = spy
+    T.TrainState.to_checkpoint = spy
     try:
         fit(config(cfg_path, "straight"))
     finally:
-        T._save = real
+        T.TrainState.to_checkpoint = real
     run_dir = cfg_path.parent / "straight"
     n = 2 * STEPS_PER_EPOCH
     # mid-epoch saves at every multiple of 7 except at an epoch's end, plus one per epoch
@@ -597,14 +597,11 @@ def test_nan_detector_fires_and_no_checkpoint_follows(cfg_path, monkeypatch, pol
     steps, saves = [], []
     monkeypatch.setattr(T, "BatchIterator", _nan_batches(nan_steps))
     monkeypatch.setattr(T, "build_train_step", _watch_steps(steps))
-    real_save = T._save
+    real_save = T.TrainState.to_checkpoint
     monkeypatch.setattr(
-        T,
-        "_save",
-        lambda path, net, text, epoch, step, *r: (
-            saves.append(step),
-            real_save(path, net, text, epoch, step, *r),
-        ),
+        T.TrainState,
+        "to_checkpoint",
+        lambda state, path: (saves.append(state.step), real_save(state, path)),
     )
     out = f"nan_{policy}"
     cfg = config(
