@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 import platform
 import sys
 import time
@@ -82,7 +83,7 @@ class FitResult:
 
 def run_dir_for(config) -> Path:
     """The run folder of a config: ``output.dir`` or ``runs/<name>`` next to the config."""
-    return checked_folder(config.output_dir)
+    return checked_folder(os.path.normpath(config.output_dir))
 
 
 # --------------------------------------------------------------------------- the state

@@ -293,7 +293,8 @@ def test_atomic_write_failure_keeps_the_old_file(tmp_path, monkeypatch, target, 
 
 
 def test_disk_full_mid_run_fails_cleanly_through_the_cli(cfg_path, monkeypatch):
-    """ENOSPC at the 3rd checkpoint write: exit 2, one line, the 2nd last.h5 kept."""
+    """ENOSPC at the 3rd checkpoint write (epoch 1's end: best.h5 comes first): exit 2, one
+    line, the 2nd last.h5 kept."""
     real = C._write_model
     monkeypatch.setattr(
         C, "_write_model", _fail_on_call(3, OSError(errno.ENOSPC, "No space left on device"), real)
@@ -304,7 +305,7 @@ def test_disk_full_mid_run_fails_cleanly_through_the_cli(cfg_path, monkeypatch):
     )
     line = one_error_line(result, 2)
     assert line == (
-        f"Error: cannot write checkpoint '{run_dir / 'last.h5'}': No space left on device"
+        f"Error: cannot write checkpoint '{run_dir / 'best.h5'}': No space left on device"
     )
     ckpt = read_checkpoint(run_dir / "last.h5")
     assert (ckpt.epoch, ckpt.step, ckpt.train_state["batch"]) == (0, 2 * EVERY, 2 * EVERY)
