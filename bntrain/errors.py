@@ -12,6 +12,7 @@ __all__ = [
     "DataError",
     "CheckpointError",
     "TrainingError",
+    "Interrupted",
 ]
 
 
@@ -41,3 +42,12 @@ class CheckpointError(UsageError):
 
 class TrainingError(BntrainError):
     """Training failed at run time (for example a NaN loss)."""
+
+
+class Interrupted(BntrainError):
+    """Training stopped on SIGINT or SIGTERM (exit code 128 + the signal: 130, 143)."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.signum = signum
+        self.exit_code = 128 + signum

@@ -2,11 +2,18 @@
 
 :func:`fit` validates data against the network before compiling anything,
 trains, writes ``last.h5`` after every epoch and ``best.h5`` on the best
-validation metric (both atomically), and appends a row per epoch to
-``metrics.csv``.  With ``training.checkpoint_every_steps`` it also rewrites
-``last.h5`` every that many optimizer steps inside an epoch.  With ``resume``
-it continues a run exactly where its ``last.h5`` left off (at the epoch and
-the batch inside it).  See ``docs/reliability.md``.
+validation metric (both atomically; ``best.h5`` first), and appends a row per
+epoch to ``metrics.csv``.  With ``training.checkpoint_every_steps`` it also
+rewrites ``last.h5`` every that many optimizer steps inside an epoch.  With
+``resume`` it continues a run exactly where its ``last.h5`` left off (at the
+epoch and the batch inside it).
+
+Where a run is lives in one :class:`TrainState`, written by
+:meth:`TrainState.to_checkpoint` and read back by
+:meth:`TrainState.from_checkpoint`; :func:`_train` is the loop over it.  The
+run folder is locked while training (:mod:`bntrain.rundir`); SIGINT and
+SIGTERM stop training between steps (:mod:`bntrain.interrupts`).  See
+``docs/reliability.md``.
 """
 
 from __future__ import annotations
@@ -15,10 +22,10 @@ import csv
 import math
 import os
 import platform
-import shutil
 import sys
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,21 +34,18 @@ import numpy as np
 
 from . import __version__
 from .backend import Runtime, device_name, resolve_runtime
-from .checkpoint import (
-    atomic_copy,
-    clean_temp_files,
-    load_params,
-    read_checkpoint,
-    save_checkpoint,
-)
+from .checkpoint import Checkpoint, atomic_copy, clean_temp_files, read_checkpoint
 from .config import dump_config, parse_config
 from .data import BatchIterator, Preprocessor
 from .errors import CheckpointError, DataError, TrainingError, UsageError
 from .graphs import build_predict, build_train_step
 from .inputs import open_config_data, validate_config_data
+from .interrupts import StopRequest, stop_requests
 from .metrics import classification_metrics, predict_dataset
 from .model import build_network
+from .rundir import checked_folder, new_run_folder, run_lock
 from .schedule import learning_rate
+from .trainstate import Best, TrainState
 
 __all__ = ["FitResult", "fit", "run_dir_for", "METRICS_COLUMNS"]
 
@@ -73,7 +77,284 @@ class FitResult:
 
 def run_dir_for(config) -> Path:
     """The run folder of a config: ``output.dir`` or ``runs/<name>`` next to the config."""
-    return Path(os.path.normpath(config.output_dir))
+    return checked_folder(os.path.normpath(config.output_dir))
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@dataclass
+class _Run:
+    """What stays fixed while training: the settings, data, prediction function and files."""
+
+    dir: Path
+    training: object
+    data: object
+    predict: Callable
+    n_classes: int
+    static_batch: bool
+    n_batches: int
+    drop_last: bool
+
+    def lr_at(self, step: int) -> float:
+        tr = self.training
+        return learning_rate(tr.schedule, tr.optimizer.lr, step, self.n_batches, tr.epochs)
+
+    def batches(self, state: TrainState) -> BatchIterator:
+        """The rest of the current epoch's batches, in the order fixed by (seed, epoch)."""
+        tr = self.training
+        return BatchIterator(
+            self.data.train,
+            tr.batch_size,
+            shuffle=tr.shuffle,
+            seed=tr.seed,
+            epoch=state.epoch,
+            preprocess=state.preprocess,
+            start_batch=state.batch,
+            drop_last=self.drop_last,
+        )
+
+    def epoch_row(self, state: TrainState, seconds: float) -> dict:
+        """The ``metrics.csv`` row of the epoch just trained (validation included)."""
+        loss, acc = state.meter.means()
+        row = {
+            "epoch": state.epoch + 1,
+            "step": state.step,
+            "lr": float(state.step_fn.lr.get_value()),
+            "train_loss": loss,
+            "train_acc": acc,
+            "val_loss": None,
+            "val_acc": None,
+            "epoch_seconds": seconds,
+            "samples_per_sec": state.meter.seen / seconds if seconds > 0 else None,
+        }
+        if self.data.val is not None:
+            probs, labels = predict_dataset(
+                self.predict,
+                self.data.val,
+                state.preprocess,
+                self.training.batch_size,
+                pad_last=self.static_batch,
+            )
+            m = classification_metrics(probs, labels, self.n_classes)
+            row["val_loss"], row["val_acc"] = m["loss"], m["accuracy"]
+        return row
+
+    def save_epoch(self, state: TrainState, improved: bool, row: dict) -> None:
+        """Checkpoint an epoch's end: ``best.h5`` before ``last.h5``, so a kill between loses nothing."""
+        if improved:
+            state.to_checkpoint(self.dir / "best.h5")
+            atomic_copy(self.dir / "best.h5", self.dir / "last.h5")
+        else:
+            state.to_checkpoint(self.dir / "last.h5")
+        with _run_file_errors(self.dir):
+            _append_metrics(self.dir / "metrics.csv", row)
+
+    def last_good(self) -> str:
+        last = self.dir / "last.h5"
+        return (
+            f"the last good checkpoint is '{last}'"
+            if last.exists()
+            else "no checkpoint was written"
+        )
+
+
+def _train(run: _Run, state: TrainState, stop: StopRequest, progress: bool, log) -> list[dict]:
+    """Train from ``state`` to the last epoch: step, checkpoint, evaluate, log."""
+    tr, every = run.training, run.training.checkpoint_every_steps
+    history = []
+    while state.epoch < tr.epochs:
+        t0 = time.perf_counter()
+        batches = run.batches(state)
+        bar = _Progress(
+            progress, run.n_batches, f"epoch {state.epoch + 1}/{tr.epochs}", state.batch
+        )
+        try:
+            for x, y in batches:
+                state.step_fn.lr.set_value(np.float32(run.lr_at(state.step)))
+                loss, acc = state.step_fn.fn(x, y)
+                if state.count_step(float(loss), float(acc), len(x)):
+                    bar.update(loss, acc, state.meter.seen / max(time.perf_counter() - t0, 1e-9))
+                    if every and state.step % every == 0 and state.batch < run.n_batches:
+                        state.to_checkpoint(run.dir / "last.h5")
+                elif tr.nan_policy == "stop" or state.nan_streak >= tr.max_consecutive_nan:
+                    raise TrainingError(_nan_message(state, run))
+                stop.check(lambda name: _stop_message(name, state, run))
+        finally:
+            bar.close()
+            batches.close()
+        row = run.epoch_row(state, time.perf_counter() - t0)
+        improved = state.end_epoch(row[state.best.metric])
+        run.save_epoch(state, improved, row)
+        history.append(row)
+        log(_epoch_line(row, tr.epochs, improved))
+        stop.check(lambda name: _stop_message(name, state, run))
+    return history
+
+
+def _nan_message(state: TrainState, run: _Run) -> str:
+    tr = run.training
+    why = (
+        ""
+        if tr.nan_policy == "stop"
+        else f" for {state.nan_streak} consecutive steps (training.max_consecutive_nan)"
+    )
+    return (
+        f"loss became NaN/Inf at epoch {state.epoch + 1}, step {state.step}{why}; training stopped "
+        f"and {run.last_good()}; try a lower training.optimizer.lr or "
+        f"training.optimizer.grad_clip_norm"
+    )
+
+
+def _stop_message(signal_name: str, state: TrainState, run: _Run) -> str:
+    return (
+        f"{signal_name} received: training stopped after step {state.step}; {run.last_good()}; "
+        f"continue with --resume {run.dir}"
+    )
+
+
+# --------------------------------------------------------------------------- setting up
+
+
+def fit(
+    config,
+    *,
+    force: bool = False,
+    resume: str | Path | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] = lambda line: None,
+    device: str | None = None,
+) -> FitResult:
+    """Train the network a config describes and write its run folder.
+
+    Parameters
+    ----------
+    config : bntrain.config.Config
+        The validated config.
+    force : bool
+        Replace an existing run folder that bntrain created.
+    resume : path-like, optional
+        A run folder whose ``last.h5`` to continue from.
+    progress : bool
+        Show a progress bar per epoch (on stderr).
+    log : callable
+        Receives one line per epoch and a few status lines.
+    device : str, optional
+        Overrides ``config.device``.
+
+    Raises
+    ------
+    UsageError
+        Bad data, a run folder that may not be replaced or is in use, or a
+        resume that does not match (exit 2).
+    TrainingError
+        A non-finite loss (exit 1); the last good checkpoint stays.
+    Interrupted
+        SIGINT or SIGTERM (exit 130 or 143), after the step in progress.
+    """
+    runtime = resolve_runtime(config.backend, device or config.device)
+    tr = config.training
+    data = open_config_data(config)
+    try:
+        network = build_network(config.model, data.input_shape, seed=tr.seed)
+        validate_config_data(data, network.n_classes)
+        if len(data.train) < tr.batch_size:
+            raise DataError(
+                f"data.train: {len(data.train)} examples are fewer than training.batch_size "
+                f"({tr.batch_size}); lower training.batch_size"
+            )
+        if tr.batch_size < 2 and network.bn_layers:
+            raise UsageError(
+                "training.batch_size: 1 cannot train batch normalization (a batch of one "
+                "example has no variance); use 2 or more"
+            )
+        with _run_folder(config, resume, force) as run_dir, stop_requests() as stop:
+            ckpt = None if resume is None else _resume_checkpoint(config, network, run_dir)
+            run, state = _setup(config, runtime, network, data, run_dir, ckpt, log)
+            history = _train(run, state, stop, progress, log)
+        return FitResult(
+            run_dir=run_dir,
+            epochs_done=tr.epochs,
+            best_epoch=state.best.epoch,
+            best_value=state.best.value,
+            best_metric=state.best.metric,
+            network=network,
+            history=history,
+        )
+    finally:
+        data.close()
+
+
+@contextmanager
+def _run_folder(config, resume, force):
+    """The run folder, locked: a new one (replacing only what bntrain may), or the one resumed."""
+    if resume is None:
+        with new_run_folder(run_dir_for(config), force=force, keep=[config.base_dir]) as run_dir:
+            yield run_dir
+        return
+    run_dir = checked_folder(resume, "--resume")
+    last = run_dir / "last.h5"
+    if not last.exists():
+        raise UsageError(f"--resume: '{last}' not found; is '{run_dir}' a bntrain run folder?")
+    with run_lock(run_dir):
+        yield run_dir
+
+
+def _setup(config, runtime: Runtime, network, data, run_dir: Path, ckpt, log):
+    """Compile, write config.yaml, and build the run and its state (fresh, or from ``ckpt``)."""
+    tr = config.training
+    pre = config.data.preprocess
+    preprocess = Preprocessor(scale=pre.scale, standardize=pre.standardize)
+    if ckpt is None and pre.standardize:
+        preprocess.fit(data.train, tr.batch_size)
+    t0 = time.perf_counter()
+    static = tr.batch_size if runtime.static_batch else None
+    step_fn = build_train_step(network, tr, runtime.mode, batch_size=static)
+    predict = build_predict(network, runtime.mode)
+    config_text = dump_config(config, extra={"run": _run_info(config, runtime, t0)})
+    metric = tr.best_metric if data.val is not None else tr.best_metric.replace("val_", "train_")
+    drop_last = _drop_last(len(data.train), tr.batch_size, tr.shuffle or runtime.static_batch)
+    n = len(data.train)
+    n_batches = n // tr.batch_size if drop_last else math.ceil(n / tr.batch_size)
+    run = _Run(
+        run_dir, tr, data, predict, network.n_classes, runtime.static_batch, n_batches, drop_last
+    )
+    if ckpt is None:
+        state = TrainState(
+            network, step_fn, preprocess, tr.optimizer.name, config_text, Best(metric)
+        )
+        with _run_file_errors(run_dir):
+            (run_dir / "config.yaml").write_text(config_text)
+        return run, state
+    state = TrainState.from_checkpoint(
+        ckpt,
+        network=network,
+        step_fn=step_fn,
+        optimizer=tr.optimizer.name,
+        config_text=config_text,
+        best=Best(metric),
+    )
+    if state.batch > n_batches:
+        raise CheckpointError(
+            f"--resume: '{ckpt.path}' stopped at batch {state.batch} of an epoch of "
+            f"{n_batches} batches"
+        )
+    where = f" and batch {state.batch}" if state.batch else ""
+    log(f"resuming {run_dir} after epoch {state.epoch}{where} (step {state.step})")
+    return run, state
+
+
+def _run_info(config, runtime: Runtime, t0: float) -> dict:
+    return {
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "seed": config.training.seed,
+        "config_dir": str(config.base_dir.resolve()),
+        "backend": runtime.backend,
+        "device": runtime.device,
+        "device_name": device_name(runtime),
+        "versions": _versions(),
+        "compile_seconds": round(time.perf_counter() - t0, 2),
+    }
 
 
 def _versions() -> dict:
@@ -89,38 +370,45 @@ def _versions() -> dict:
     }
 
 
-class _BestTracker:
-    def __init__(self, metric: str):
-        self.metric = metric
-        self.higher = metric.endswith("acc")
-        self.value: float | None = None
-        self.epoch: int | None = None
-
-    def improves(self, value: float) -> bool:
-        if value is None or not math.isfinite(value):
-            return False
-        if self.value is None:
-            return True
-        return value > self.value if self.higher else value < self.value
-
-
-def _prepare_run_dir(run_dir: Path, force: bool) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not force:
-            raise UsageError(
-                f"run folder '{run_dir}' already exists; pass --force to replace it, "
-                f"or --resume {run_dir} to continue it"
-            )
-    try:
-        if run_dir.exists() and any(run_dir.iterdir()):
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise UsageError(f"cannot create run folder '{run_dir}': {exc.strerror or exc}") from None
+# --------------------------------------------------------------------------- resume checks
 
 
 #: Training keys that may differ when resuming: they change neither the result nor the order.
 _RESUME_MAY_CHANGE = ("epochs", "checkpoint_every_steps")
+
+
+def _resume_checkpoint(config, network, run_dir: Path) -> Checkpoint:
+    """Read ``last.h5`` and refuse, before anything is compiled, what cannot resume exactly."""
+    last = run_dir / "last.h5"
+    try:
+        clean_temp_files(run_dir)  # left by a write that was killed; never loaded
+    except OSError as exc:
+        raise CheckpointError(
+            f"--resume: cannot clean up '{run_dir}': {exc.strerror or exc}"
+        ) from None
+    ckpt = read_checkpoint(last)
+    try:
+        run_config = parse_config(ckpt.config_text, source=str(last), base_dir=config.base_dir)
+    except UsageError as exc:
+        raise CheckpointError(
+            f"--resume: the config stored in '{last}' does not load: {exc}"
+        ) from None
+    _check_resume_config(config, run_config)
+    _check_sections(ckpt, network)
+    _truncate_metrics(run_dir / "metrics.csv", int(ckpt.train_state["epoch"]))
+    return ckpt
+
+
+def _check_sections(ckpt: Checkpoint, network) -> None:
+    where = f"'{ckpt.path}'"
+    if ckpt.optimizer is None:
+        raise CheckpointError(f"--resume: {where} has no /optimizer section; cannot resume exactly")
+    if network.dropout_layers and not ckpt.rng:
+        raise CheckpointError(f"--resume: {where} has no /rng section; dropout masks would differ")
+    if ckpt.train_state is None:
+        raise CheckpointError(f"--resume: {where} has no /train_state section")
+    if ckpt.preprocess is None:
+        raise CheckpointError(f"--resume: {where} has no /preprocess section")
 
 
 def _check_resume_config(config, run_config) -> None:
@@ -155,6 +443,9 @@ def _check_resume_config(config, run_config) -> None:
         )
 
 
+# --------------------------------------------------------------------------- run-folder files
+
+
 class _Progress:
     """A tqdm bar per epoch on a terminal; nothing otherwise."""
 
@@ -170,309 +461,16 @@ class _Progress:
     def update(self, loss: float, acc: float, rate: float) -> None:
         if self.bar is not None:
             self.bar.set_postfix(
-                loss=f"{loss:.4f}", acc=f"{acc:.3f}", samples_s=f"{rate:.0f}", refresh=False
+                loss=f"{float(loss):.4f}",
+                acc=f"{float(acc):.3f}",
+                samples_s=f"{rate:.0f}",
+                refresh=False,
             )
             self.bar.update(1)
 
     def close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-
-
-def fit(
-    config,
-    *,
-    force: bool = False,
-    resume: str | Path | None = None,
-    progress: bool = False,
-    log: Callable[[str], None] = lambda line: None,
-    device: str | None = None,
-) -> FitResult:
-    """Train the network a config describes and write its run folder.
-
-    Parameters
-    ----------
-    config : bntrain.config.Config
-        The validated config.
-    force : bool
-        Replace an existing run folder.
-    resume : path-like, optional
-        A run folder whose ``last.h5`` to continue from.
-    progress : bool
-        Show a progress bar per epoch (on stderr).
-    log : callable
-        Receives one line per epoch and a few status lines.
-    device : str, optional
-        Overrides ``config.device``.
-
-    Raises
-    ------
-    UsageError
-        Bad data, an existing run folder, or a resume that does not match (exit 2).
-    TrainingError
-        A non-finite loss (exit 1); the last good checkpoint stays.
-    """
-    runtime = resolve_runtime(config.backend, device or config.device)
-    tr = config.training
-    data = open_config_data(config)
-    try:
-        network = build_network(config.model, data.input_shape, seed=tr.seed)
-        validate_config_data(data, network.n_classes)
-        if len(data.train) < tr.batch_size:
-            raise DataError(
-                f"data.train: {len(data.train)} examples are fewer than training.batch_size "
-                f"({tr.batch_size}); lower training.batch_size"
-            )
-        if tr.batch_size < 2 and network.bn_layers:
-            raise UsageError(
-                "training.batch_size: 1 cannot train batch normalization (a batch of one "
-                "example has no variance); use 2 or more"
-            )
-        start = _start_state(config, network, resume, force)
-        run_dir = start["run_dir"]
-        return _train(config, runtime, network, data, start, run_dir, progress, log)
-    finally:
-        data.close()
-
-
-def _start_state(config, network, resume, force) -> dict:
-    if resume is None:
-        run_dir = run_dir_for(config)
-        _prepare_run_dir(run_dir, force)
-        return {"run_dir": run_dir, "ckpt": None}
-    run_dir = Path(resume)
-    last = run_dir / "last.h5"
-    if not last.exists():
-        raise UsageError(f"--resume: '{last}' not found; is '{run_dir}' a bntrain run folder?")
-    try:
-        clean_temp_files(run_dir)  # left by a write that was killed; never loaded
-    except OSError as exc:
-        raise CheckpointError(
-            f"--resume: cannot clean up '{run_dir}': {exc.strerror or exc}"
-        ) from None
-    ckpt = read_checkpoint(last)
-    try:
-        run_config = parse_config(ckpt.config_text, source=str(last), base_dir=config.base_dir)
-    except UsageError as exc:
-        raise CheckpointError(
-            f"--resume: the config stored in '{last}' does not load: {exc}"
-        ) from None
-    _check_resume_config(config, run_config)
-    _check_resume_sections(ckpt, network)
-    load_params(ckpt, network.layers)
-    return {"run_dir": run_dir, "ckpt": ckpt}
-
-
-def _check_resume_sections(ckpt, network) -> None:
-    """Refuse, before anything is compiled, a checkpoint that cannot resume exactly."""
-    where = f"'{ckpt.path}'"
-    if ckpt.optimizer is None:
-        raise CheckpointError(f"--resume: {where} has no /optimizer section; cannot resume exactly")
-    if network.dropout_layers and not ckpt.rng:
-        raise CheckpointError(f"--resume: {where} has no /rng section; dropout masks would differ")
-    if ckpt.train_state is None:
-        raise CheckpointError(f"--resume: {where} has no /train_state section")
-
-
-def _restore_training_state(ckpt, network, step_fn) -> None:
-    """Load optimizer slots and dropout generators (sections checked by _check_resume_sections)."""
-    where = f"'{ckpt.path}'"
-    for name, var in step_fn.optimizer_state.items():
-        if name not in ckpt.optimizer:
-            raise CheckpointError(f"--resume: {where} lacks optimizer state /optimizer/{name}")
-        value = ckpt.optimizer[name]
-        if value.shape != var.get_value(borrow=True).shape:
-            raise CheckpointError(
-                f"--resume: {where}: /optimizer/{name} has shape {list(value.shape)}"
-            )
-        var.set_value(value.astype(var.dtype))
-    for layer in network.dropout_layers:
-        if layer.name not in ckpt.rng:
-            raise CheckpointError(f"--resume: {where} lacks /rng/{layer.name}")
-        try:
-            step_fn.set_rng_state(layer, ckpt.rng[layer.name])
-        except ValueError as exc:
-            raise CheckpointError(f"--resume: {where}: {exc}") from None
-
-
-def _train(
-    config, runtime: Runtime, network, data, start, run_dir: Path, progress, log
-) -> FitResult:
-    tr = config.training
-    ckpt = start["ckpt"]
-    pre = config.data.preprocess
-    if ckpt is not None and ckpt.preprocess is not None:
-        preprocess = Preprocessor.from_state(ckpt.preprocess)
-    else:
-        preprocess = Preprocessor(scale=pre.scale, standardize=pre.standardize)
-        if pre.standardize:
-            preprocess.fit(data.train, tr.batch_size)
-    t0 = time.perf_counter()
-    static = tr.batch_size if runtime.static_batch else None
-    step_fn = build_train_step(network, tr, runtime.mode, batch_size=static)
-    predict = build_predict(network, runtime.mode)
-    compile_seconds = time.perf_counter() - t0
-    best = _BestTracker(
-        tr.best_metric if data.val is not None else tr.best_metric.replace("val_", "train_")
-    )
-    first_epoch, step, first_batch = 0, 0, 0
-    partial = {"loss_sum": 0.0, "acc_sum": 0.0, "seen": 0, "nan_streak": 0}
-    if ckpt is not None:
-        _restore_training_state(ckpt, network, step_fn)
-        ts = ckpt.train_state
-        first_epoch, step = int(ts["epoch"]), int(ts["step"])
-        first_batch = int(ts.get("batch", 0) or 0)
-        if first_batch:
-            for key, kind in (("loss_sum", float), ("acc_sum", float), ("seen", int)):
-                if key not in ts:
-                    raise CheckpointError(
-                        f"--resume: '{ckpt.path}' stopped inside an epoch but lacks "
-                        f"/train_state {key}"
-                    )
-                partial[key] = kind(ts[key])
-        partial["nan_streak"] = int(ts.get("nan_streak", 0) or 0)
-        if ts.get("best_value", "") != "":
-            best.value, best.epoch = float(ts["best_value"]), int(ts["best_epoch"])
-        where = f" and batch {first_batch}" if first_batch else ""
-        log(f"resuming {run_dir} after epoch {first_epoch}{where} (step {step})")
-    runinfo = {
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "seed": tr.seed,
-        "config_dir": str(config.base_dir.resolve()),
-        "backend": runtime.backend,
-        "device": runtime.device,
-        "device_name": device_name(runtime),
-        "versions": _versions(),
-        "compile_seconds": round(compile_seconds, 2),
-    }
-    config_text = dump_config(config, extra={"run": runinfo})
-    metrics_path = run_dir / "metrics.csv"
-    with _run_file_errors(run_dir):
-        if ckpt is None:
-            (run_dir / "config.yaml").write_text(config_text)
-        _truncate_metrics(metrics_path, first_epoch)
-    drop_last = _drop_last(len(data.train), tr.batch_size, tr.shuffle or runtime.static_batch)
-    n_batches = (
-        len(data.train) // tr.batch_size
-        if drop_last
-        else math.ceil(len(data.train) / tr.batch_size)
-    )
-    if first_batch > n_batches:
-        raise CheckpointError(
-            f"--resume: '{ckpt.path}' stopped at batch {first_batch} of an epoch of "
-            f"{n_batches} batches"
-        )
-    history: list[dict] = []
-    nan_streak = partial["nan_streak"]
-    every = tr.checkpoint_every_steps
-
-    def save_last(epochs_done: int, batch: int, extra: dict, lr: float) -> None:
-        state = {
-            "epoch": epochs_done,
-            "batch": batch,
-            "step": step,
-            "best_metric": best.metric,
-            "best_value": best.value,
-            "best_epoch": best.epoch,
-            "lr": lr,
-            "nan_streak": nan_streak,
-            **extra,
-        }
-        _save(
-            run_dir / "last.h5",
-            network,
-            config_text,
-            epochs_done,
-            step,
-            step_fn,
-            tr,
-            state,
-            preprocess,
-        )
-
-    for epoch in range(first_epoch, tr.epochs):
-        start_batch = first_batch if epoch == first_epoch else 0
-        t_epoch = time.perf_counter()
-        batches = BatchIterator(
-            data.train,
-            tr.batch_size,
-            shuffle=tr.shuffle,
-            seed=tr.seed,
-            epoch=epoch,
-            preprocess=preprocess,
-            start_batch=start_batch,
-            drop_last=drop_last,
-        )
-        bar = _Progress(progress, n_batches, f"epoch {epoch + 1}/{tr.epochs}", start_batch)
-        if start_batch:
-            loss_sum, acc_sum, seen = partial["loss_sum"], partial["acc_sum"], partial["seen"]
-        else:
-            loss_sum = acc_sum = 0.0
-            seen = 0
-        try:
-            for b, (x, y) in enumerate(batches, start=start_batch):
-                step_fn.lr.set_value(
-                    np.float32(
-                        learning_rate(tr.schedule, tr.optimizer.lr, step, n_batches, tr.epochs)
-                    )
-                )
-                loss, acc = step_fn.fn(x, y)
-                loss = float(loss)
-                step += 1
-                if not math.isfinite(loss):
-                    nan_streak += 1
-                    if tr.nan_policy == "stop" or nan_streak >= tr.max_consecutive_nan:
-                        raise TrainingError(_nan_message(epoch, step, nan_streak, run_dir, tr))
-                    continue
-                nan_streak = 0
-                loss_sum += loss * len(x)
-                acc_sum += float(acc) * len(x)
-                seen += len(x)
-                bar.update(loss, float(acc), seen / max(time.perf_counter() - t_epoch, 1e-9))
-                if every is not None and step % every == 0 and b + 1 < n_batches:
-                    extra = {"loss_sum": loss_sum, "acc_sum": acc_sum, "seen": seen}
-                    save_last(epoch, b + 1, extra, float(step_fn.lr.get_value()))
-        finally:
-            bar.close()
-            batches.close()
-        seconds = time.perf_counter() - t_epoch
-        row = {
-            "epoch": epoch + 1,
-            "step": step,
-            "lr": float(step_fn.lr.get_value()),
-            "train_loss": loss_sum / max(seen, 1),
-            "train_acc": acc_sum / max(seen, 1),
-            "val_loss": None,
-            "val_acc": None,
-            "epoch_seconds": seconds,
-            "samples_per_sec": seen / seconds if seconds > 0 else None,
-        }
-        if data.val is not None:
-            probs, labels = predict_dataset(
-                predict, data.val, preprocess, tr.batch_size, pad_last=runtime.static_batch
-            )
-            m = classification_metrics(probs, labels, network.n_classes)
-            row["val_loss"], row["val_acc"] = m["loss"], m["accuracy"]
-        value = row[best.metric]
-        improved = best.improves(value)
-        if improved:
-            best.value, best.epoch = value, epoch + 1
-        save_last(epoch + 1, 0, {}, row["lr"])
-        if improved:
-            atomic_copy(run_dir / "last.h5", run_dir / "best.h5")
-        with _run_file_errors(run_dir):
-            _append_metrics(metrics_path, row)
-        history.append(row)
-        log(_epoch_line(row, tr.epochs, improved))
-    return FitResult(
-        run_dir=run_dir,
-        epochs_done=tr.epochs,
-        best_epoch=best.epoch,
-        best_value=best.value,
-        best_metric=best.metric,
-        network=network,
-        history=history,
-    )
 
 
 def _drop_last(n: int, batch_size: int, shuffle: bool) -> bool:
@@ -506,39 +504,6 @@ class _run_file_errors:
         return False
 
 
-def _nan_message(epoch, step, streak, run_dir, tr) -> str:
-    last = run_dir / "last.h5"
-    keep = f"the last good checkpoint is '{last}'" if last.exists() else "no checkpoint was written"
-    why = (
-        ""
-        if tr.nan_policy == "stop"
-        else f" for {streak} consecutive steps (training.max_consecutive_nan)"
-    )
-    return (
-        f"loss became NaN/Inf at epoch {epoch + 1}, step {step}{why}; training stopped and {keep}; "
-        f"try a lower training.optimizer.lr or training.optimizer.grad_clip_norm"
-    )
-
-
-def _save(path, network, config_text, epoch, step, step_fn, tr, state, preprocess) -> None:
-    save_checkpoint(
-        path,
-        layers=network.layers,
-        config_text=config_text,
-        epoch=epoch,
-        step=step,
-        optimizer_state={name: var.get_value() for name, var in step_fn.optimizer_state.items()},
-        optimizer_attrs={
-            "name": tr.optimizer.name,
-            "lr": float(step_fn.lr.get_value()),
-            "step": step,
-        },
-        rng_states={layer.name: step_fn.rng_state(layer) for layer in network.dropout_layers},
-        train_state=state,
-        preprocess_state=preprocess.state(),
-    )
-
-
 def _fmt(value) -> str:
     if value is None:
         return ""
@@ -557,14 +522,30 @@ def _append_metrics(path: Path, row: dict) -> None:
 
 
 def _truncate_metrics(path: Path, epochs_done: int) -> None:
-    """Drop rows of epochs after ``epochs_done`` (written before a crash, never checkpointed)."""
+    """Drop rows of epochs after ``epochs_done`` (written before a crash, never checkpointed).
+
+    Raises
+    ------
+    UsageError
+        If ``path`` is not a metrics file bntrain wrote (empty, another header, a bad row).
+    """
     if not path.exists():
         return
-    with open(path, newline="") as fh:
-        rows = list(csv.reader(fh))
+    fix = "move it away to continue with a new metrics.csv"
+    try:
+        with open(path, newline="") as fh:
+            rows = list(csv.reader(fh))
+        if not rows or rows[0] != METRICS_COLUMNS:
+            why = "is empty" if not rows else "does not start with bntrain's header"
+            raise UsageError(f"--resume: '{path}' {why}; {fix}")
+        for line, r in enumerate(rows[1:], start=2):
+            if r and not (len(r) == len(METRICS_COLUMNS) and r[0].isdigit()):
+                raise UsageError(f"--resume: {path}:{line}: not a row bntrain wrote; {fix}")
+    except (OSError, ValueError, csv.Error) as exc:
+        raise UsageError(f"--resume: '{path}' cannot be read ({exc}); {fix}") from None
     kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= epochs_done]
     if len(kept) != len(rows):
-        with open(path, "w", newline="") as fh:
+        with _run_file_errors(path.parent), open(path, "w", newline="") as fh:
             csv.writer(fh).writerows(kept)
 
 

@@ -37,6 +37,8 @@ def test_run_folder_contents(trained):
     folder, result = trained
     run_dir = folder / "run"
     assert sorted(p.name for p in run_dir.iterdir()) == [
+        ".bntrain-run",  # the marker: bntrain created this folder
+        ".bntrain.lock",  # the lock file (unlocked: the run is over)
         "best.bn_stats.json",
         "best.h5",
         "config.yaml",

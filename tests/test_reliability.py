@@ -93,17 +93,17 @@ def config(cfg_path, out: str, *sets):
 def straight(cfg_path) -> Path:
     """2 epochs uninterrupted, writing last.h5 every 7 steps too (the reference run)."""
     saves = []
-    real = T._save
+    real = T.TrainState.to_checkpoint
 
-    def spy(path, network, config_text, epoch, step, *rest):
-        saves.append((epoch, step))
-        real(path, network, config_text, epoch, step, *rest)
+    def spy(state, path):
+        saves.append((state.epoch, state.step))
+        real(state, path)
 
-    T._save = spy
+    T.TrainState.to_checkpoint = spy
     try:
         fit(config(cfg_path, "straight"))
     finally:
-        T._save = real
+        T.TrainState.to_checkpoint = real
     run_dir = cfg_path.parent / "straight"
     n = 2 * STEPS_PER_EPOCH
     # mid-epoch saves at every multiple of 7 except at an epoch's end, plus one per epoch
@@ -294,7 +294,8 @@ def test_atomic_write_failure_keeps_the_old_file(tmp_path, monkeypatch, target, 
 
 
 def test_disk_full_mid_run_fails_cleanly_through_the_cli(cfg_path, monkeypatch):
-    """ENOSPC at the 3rd checkpoint write: exit 2, one line, the 2nd last.h5 kept."""
+    """ENOSPC at the 3rd checkpoint write (epoch 1's end: best.h5 comes first): exit 2, one
+    line, the 2nd last.h5 kept."""
     real = C._write_model
     monkeypatch.setattr(
         C, "_write_model", _fail_on_call(3, OSError(errno.ENOSPC, "No space left on device"), real)
@@ -305,7 +306,7 @@ def test_disk_full_mid_run_fails_cleanly_through_the_cli(cfg_path, monkeypatch):
     )
     line = one_error_line(result, 2)
     assert line == (
-        f"Error: cannot write checkpoint '{run_dir / 'last.h5'}': No space left on device"
+        f"Error: cannot write checkpoint '{run_dir / 'best.h5'}': No space left on device"
     )
     ckpt = read_checkpoint(run_dir / "last.h5")
     assert (ckpt.epoch, ckpt.step, ckpt.train_state["batch"]) == (0, 2 * EVERY, 2 * EVERY)
@@ -598,14 +599,11 @@ def test_nan_detector_fires_and_no_checkpoint_follows(cfg_path, monkeypatch, pol
     steps, saves = [], []
     monkeypatch.setattr(T, "BatchIterator", _nan_batches(nan_steps))
     monkeypatch.setattr(T, "build_train_step", _watch_steps(steps))
-    real_save = T._save
+    real_save = T.TrainState.to_checkpoint
     monkeypatch.setattr(
-        T,
-        "_save",
-        lambda path, net, text, epoch, step, *r: (
-            saves.append(step),
-            real_save(path, net, text, epoch, step, *r),
-        ),
+        T.TrainState,
+        "to_checkpoint",
+        lambda state, path: (saves.append(state.step), real_save(state, path)),
     )
     out = f"nan_{policy}"
     cfg = config(
