@@ -53,7 +53,8 @@ class HDF5Dataset(Dataset):
 
     The file is opened read-only with h5py's defaults, plus a 256 MiB chunk cache.
     Datasets whose data lives outside the file (external storage, virtual datasets,
-    external links) are refused.
+    external links) are refused.  With ``y_optional``, a file in which ``y_key``
+    names nothing is opened without labels.
     """
 
     def __init__(
