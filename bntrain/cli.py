@@ -333,5 +333,41 @@ def recompute_stats(checkpoint, data, x_key, batch_size, estimator, mode, output
     )
 
 
+@main.command("export")
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["onnx", "npz"]),
+    default="onnx",
+    show_default=True,
+    help="ONNX (opset 17), or plain arrays with a JSON architecture in one NPZ file.",
+)
+@click.option(
+    "--stats",
+    type=click.Choice(["population", "ema"]),
+    default=None,
+    help="Batch-norm statistics: the recomputed whole-set ones (default when /bn_stats "
+    "exists) or training's moving averages.",
+)
+@click.option(
+    "--fold-bn/--no-fold-bn",
+    default=True,
+    show_default=True,
+    help="Fold batch norm into the preceding conv/dense layer's weights.",
+)
+@click.option(
+    "-o", "--output", "out", type=click.Path(dir_okay=False), required=True, metavar="OUT"
+)
+@_handle_errors
+def export(checkpoint, fmt, stats, fold_bn, out):
+    """Export CHECKPOINT for deployment (input: raw examples; output: probabilities)."""
+    from .export import export_checkpoint
+
+    r = export_checkpoint(checkpoint, out, fmt=fmt, stats=stats, fold_bn=fold_bn)
+    folded = f", {len(r.folded)} batch-norm layers folded" if r.folded else ""
+    click.echo(f"wrote {r.format} ({r.stats} statistics{folded}) to {r.path}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

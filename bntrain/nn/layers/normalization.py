@@ -327,6 +327,11 @@ def batch_norm(layer: Layer, **kwargs) -> Layer:
     >>> l_dense.b is None
     True
     """
+    return insert_normalization(layer, BatchNormLayer, **kwargs)
+
+
+def insert_normalization(layer: Layer, layer_class: type, **kwargs) -> Layer:
+    """:func:`batch_norm` with another normalization class (e.g. ``BatchReNormLayer``)."""
     nonlinearity = getattr(layer, "nonlinearity", None)
     if nonlinearity is not None:
         layer.nonlinearity = nonlinearities.identity
@@ -337,7 +342,7 @@ def batch_norm(layer: Layer, **kwargs) -> Layer:
     bn_name = kwargs.pop("name", None)
     if bn_name is None and getattr(layer, "name", None):
         bn_name = f"{layer.name}_bn"
-    top = BatchNormLayer(layer, name=bn_name, **kwargs)
+    top = layer_class(layer, name=bn_name, **kwargs)
     if nonlinearity is not None:
         nonlin_name = f"{bn_name}_nonlin" if bn_name else None
         top = NonlinearityLayer(top, nonlinearity, name=nonlin_name)
