@@ -29,13 +29,15 @@ def _is_device_out_of_memory(exc: RuntimeError) -> bool:
     return "RESOURCE_EXHAUSTED" in str(exc)
 
 
-def _handle_errors(batch_size_hint: str):
+def _handle_errors(batch_size_hint: str | None):
     """Turn bntrain's errors into one ``Error:`` line and an exit code.
 
     ``batch_size_hint`` names the setting that lowers the command's memory use,
-    for the out-of-memory message.
+    for the out-of-memory message (None: the command has none).
     """
-    out_of_memory = f"out of memory; try a smaller {batch_size_hint}"
+    out_of_memory = "out of memory" + (
+        f"; try a smaller {batch_size_hint}" if batch_size_hint else ""
+    )
 
     def decorate(fn):
         @functools.wraps(fn)
@@ -194,7 +196,7 @@ def check(config, overrides):
 
 
 @main.command()
-@_handle_errors("training.batch_size")
+@_handle_errors(None)
 def schema():
     """Print the JSON Schema of config files (for editors: yaml-language-server)."""
     from .commands.schema import schema_command
@@ -359,12 +361,12 @@ def recompute_stats(checkpoint, data, x_key, batch_size, estimator, mode, output
 @click.option(
     "-o", "--output", "out", type=click.Path(dir_okay=False), required=True, metavar="OUT"
 )
-@_handle_errors
+@_handle_errors(None)
 def export(checkpoint, fmt, stats, fold_bn, out):
     """Export CHECKPOINT for deployment (input: raw examples; output: probabilities)."""
-    from .export import export_checkpoint
+    from .commands.export import export_command
 
-    r = export_checkpoint(checkpoint, out, fmt=fmt, stats=stats, fold_bn=fold_bn)
+    r = export_command(checkpoint, out, fmt=fmt, stats=stats, fold_bn=fold_bn)
     folded = f", {len(r.folded)} batch-norm layers folded" if r.folded else ""
     click.echo(f"wrote {r.format} ({r.stats} statistics{folded}) to {r.path}")
 

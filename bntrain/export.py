@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .checkpoint import Checkpoint, read_checkpoint
+from .checkpoint import Checkpoint
 from .errors import CheckpointError, UsageError
+from .fileio import atomic_open
 
 __all__ = [
     "ONNX_OPSET",
@@ -44,7 +43,7 @@ __all__ = [
     "fold_batch_norm",
     "to_onnx",
     "write_npz",
-    "export_checkpoint",
+    "write_onnx",
 ]
 
 #: The ONNX operator set the exporter writes.
@@ -508,63 +507,16 @@ def write_npz(graph: ExportGraph, out) -> None:
 
 
 def _write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` under a temporary name, then rename (never half-written)."""
-    folder = path.parent if str(path.parent) else Path(".")
+    """Replace ``path`` atomically with ``data`` (never half-written)."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-" + path.name + ".", dir=folder)
-    except OSError as exc:
-        raise UsageError(f"-o: cannot write '{path}': {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
+        with atomic_open(path, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
     except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise UsageError(f"-o: cannot write '{path}': {exc.strerror or exc}") from None
 
 
-# --------------------------------------------------------------------------- command
-
-
-@dataclass
-class ExportResult:
-    """What :func:`export_checkpoint` wrote."""
-
-    path: Path
-    format: str
-    stats: str
-    folded: list[str]
-    n_nodes: int
-
-
-def export_checkpoint(
-    checkpoint, out, *, fmt: str = "onnx", stats: str | None = None, fold_bn: bool = True
-) -> ExportResult:
-    """Export ``checkpoint`` to ``out`` (see the module docstring).
-
-    Raises
-    ------
-    UsageError
-        An unknown format or statistics choice, or an output path that is an input.
-    CheckpointError
-        An unreadable checkpoint, or a layer the exporter cannot write (named).
-    """
+def write_onnx(graph: ExportGraph, out) -> None:
+    """Write ``graph`` as an ONNX file (see :func:`to_onnx`), atomically."""
     from . import __version__
 
-    if fmt not in EXPORT_FORMATS:
-        raise UsageError(f"--format must be one of {', '.join(EXPORT_FORMATS)}; got {fmt!r}")
-    out = Path(out)
-    src = Path(checkpoint)
-    if out.exists() and src.exists() and out.resolve() == src.resolve():
-        raise UsageError(f"-o: '{out}' is the checkpoint being exported; choose another path")
-    ckpt = read_checkpoint(src)
-    graph = graph_from_checkpoint(ckpt, stats)
-    folded = fold_batch_norm(graph) if fold_bn else []
-    if fmt == "onnx":
-        model = to_onnx(graph, producer_version=__version__)
-        _write_bytes(out, model.SerializeToString())
-    else:
-        write_npz(graph, out)
-    return ExportResult(out, fmt, graph.stats, folded, len(graph.nodes))
+    _write_bytes(Path(out), to_onnx(graph, producer_version=__version__).SerializeToString())
