@@ -15,6 +15,7 @@ import click
 
 from . import __version__
 from .errors import BntrainError
+from .plots import METRICS
 
 __all__ = ["main"]
 
@@ -105,6 +106,15 @@ def data_option(help: str):
     return click.option(
         "--data", type=click.Path(dir_okay=False), default=None, metavar="FILE", help=help
     )
+
+
+plot_option = click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    default=None,
+    metavar="OUT.png",
+    help="Also draw a picture of the result to OUT.png.",
+)
 
 
 # --------------------------------------------------------------------------------- commands
@@ -232,10 +242,18 @@ def schema():
     is_flag=True,
     help="Print the metrics as JSON (and nothing else) on stdout.",
 )
+@click.option(
+    "--details",
+    is_flag=True,
+    help="Also print the per-class accuracy table and the confusion matrix.",
+)
+@plot_option
 @device_option
 @_handle_errors("--batch-size")
-def eval_command(checkpoint, data, x_key, y_key, stats, batch_size, predictions, as_json, device):
-    """Evaluate CHECKPOINT on a dataset."""
+def eval_command(
+    checkpoint, data, x_key, y_key, stats, batch_size, predictions, as_json, details, plot, device
+):
+    """Evaluate CHECKPOINT on a dataset (--plot draws the confusion matrix)."""
     from .commands.eval import evaluate_command
 
     m = evaluate_command(
@@ -248,6 +266,7 @@ def eval_command(checkpoint, data, x_key, y_key, stats, batch_size, predictions,
         predictions=predictions,
         device=device,
         warn=lambda line: click.echo(line, err=True),
+        plot=plot,
     )
     if as_json:
         import json
@@ -262,8 +281,25 @@ def eval_command(checkpoint, data, x_key, y_key, stats, batch_size, predictions,
         click.echo(f"accuracy: {m['accuracy']:.4f}")
     else:
         click.echo("no labels: loss and accuracy not computed")
+    if details and m["has_labels"]:
+        _echo_class_table(m["per_class_accuracy"], m["confusion_matrix"])
     if predictions is not None:
         click.echo(f"predictions: {predictions}")
+    if plot is not None:
+        click.echo(f"confusion matrix: {plot}")
+
+
+def _echo_class_table(per_class, matrix) -> None:
+    """The per-class accuracy table, then the confusion matrix (rows: true class)."""
+    click.echo("class  examples  accuracy")
+    for k, (acc, row) in enumerate(zip(per_class, matrix, strict=True)):
+        shown = "-" if acc is None else f"{acc:.4f}"
+        click.echo(f"{k:>5}  {sum(row):>8}  {shown:>8}")
+    width = max(3, *(len(str(v)) for row in matrix for v in row))
+    click.echo("confusion matrix (rows: true class, columns: predicted class)")
+    click.echo("true\\pred " + " ".join(f"{j:>{width}}" for j in range(len(matrix))))
+    for k, row in enumerate(matrix):
+        click.echo(f"{k:>10} " + " ".join(f"{v:>{width}}" for v in row))
 
 
 @main.command("recompute-stats")
@@ -296,11 +332,17 @@ def eval_command(checkpoint, data, x_key, y_key, stats, batch_size, predictions,
     metavar="FILE",
     help="Write the result to FILE (default: update CHECKPOINT in place, atomically).",
 )
+@plot_option
 @device_option
 @quiet_option
 @_handle_errors("--batch-size")
-def recompute_stats(checkpoint, data, x_key, batch_size, estimator, mode, output, device, quiet):
-    """Recompute CHECKPOINT's batch-norm statistics over the whole training set."""
+def recompute_stats(
+    checkpoint, data, x_key, batch_size, estimator, mode, output, plot, device, quiet
+):
+    """Recompute CHECKPOINT's batch-norm statistics over the whole training set.
+
+    --plot draws, per layer and channel, the moving averages against the new statistics.
+    """
     from .commands.recompute import recompute_stats_command
 
     r = recompute_stats_command(
@@ -313,6 +355,7 @@ def recompute_stats(checkpoint, data, x_key, batch_size, estimator, mode, output
         output=output,
         device=device,
         progress=_progress(quiet),
+        plot=plot,
     )
     if not quiet:
         width = max(len("layer"), *(len(row.name) for row in r.layers))
@@ -331,8 +374,27 @@ def recompute_stats(checkpoint, data, x_key, batch_size, estimator, mode, output
     passes = f"{r.passes} pass" + ("es" if r.passes != 1 else "")
     click.echo(
         f"wrote /bn_stats ({a['estimator']}, {a['mode']} mode, {a['n_examples']} examples, "
-        f"{passes}) to {r.output}; report: {r.json_path}"
+        f"{passes}) to {r.output}; report: {r.json_path}" + (f"; plot: {plot}" if plot else "")
     )
+
+
+@main.command("plot")
+@click.argument("runs", nargs=-1, required=True, type=click.Path(file_okay=False))
+@click.option(
+    "--metric",
+    type=click.Choice(METRICS),
+    default=None,
+    help="One panel of this metric (default: loss, accuracy and learning rate).",
+)
+@click.option(
+    "-o", "--output", "out", type=click.Path(dir_okay=False), required=True, metavar="OUT.png"
+)
+@_handle_errors(None)
+def plot(runs, metric, out):
+    """Draw the learning curves of one or more run folders (RUNS) into OUT.png."""
+    from .commands.plot import plot_command
+
+    click.echo(f"wrote {plot_command(runs, out, metric=metric)}")
 
 
 @main.command("export")

@@ -44,6 +44,7 @@ from .interrupts import StopRequest, stop_requests
 from .metrics import classification_metrics, predict_dataset
 from .model import build_network
 from .rundir import checked_folder, new_run_folder, run_lock
+from .runreport import RunReport
 from .schedule import learning_rate
 from .trainstate import Best, TrainState
 
@@ -95,6 +96,7 @@ class _Run:
     static_batch: bool
     n_batches: int
     drop_last: bool
+    report: RunReport
 
     def lr_at(self, step: int) -> float:
         tr = self.training
@@ -149,6 +151,7 @@ class _Run:
             state.to_checkpoint(self.dir / "last.h5")
         with _run_file_errors(self.dir):
             _append_metrics(self.dir / "metrics.csv", row)
+        self.report.epoch(row, state.step, state.network.bn_layers)
 
     def last_good(self) -> str:
         last = self.dir / "last.h5"
@@ -271,7 +274,10 @@ def fit(
         with _run_folder(config, resume, force) as run_dir, stop_requests() as stop:
             ckpt = None if resume is None else _resume_checkpoint(config, network, run_dir)
             run, state = _setup(config, runtime, network, data, run_dir, ckpt, log)
-            history = _train(run, state, stop, progress, log)
+            try:
+                history = _train(run, state, stop, progress, log)
+            finally:
+                run.report.close()
         return FitResult(
             run_dir=run_dir,
             epochs_done=tr.epochs,
@@ -316,8 +322,17 @@ def _setup(config, runtime: Runtime, network, data, run_dir: Path, ckpt, log):
     drop_last = _drop_last(len(data.train), tr.batch_size, tr.shuffle or runtime.static_batch)
     n = len(data.train)
     n_batches = n // tr.batch_size if drop_last else math.ceil(n / tr.batch_size)
+    report = RunReport(run_dir, tr.plot, tr.tensorboard, None if ckpt is None else ckpt.step, log)
     run = _Run(
-        run_dir, tr, data, predict, network.n_classes, runtime.static_batch, n_batches, drop_last
+        run_dir,
+        tr,
+        data,
+        predict,
+        network.n_classes,
+        runtime.static_batch,
+        n_batches,
+        drop_last,
+        report,
     )
     if ckpt is None:
         state = TrainState(
@@ -374,7 +389,7 @@ def _versions() -> dict:
 
 
 #: Training keys that may differ when resuming: they change neither the result nor the order.
-_RESUME_MAY_CHANGE = ("epochs", "checkpoint_every_steps")
+_RESUME_MAY_CHANGE = ("epochs", "checkpoint_every_steps", "plot", "tensorboard")
 
 
 def _resume_checkpoint(config, network, run_dir: Path) -> Checkpoint:
@@ -439,7 +454,7 @@ def _check_resume_config(config, run_config) -> None:
         path, was, now = diff
         raise UsageError(
             f"--resume: the config differs from the run's at {path} (run: {was!r}, now: {now!r}); "
-            f"only training.epochs and training.checkpoint_every_steps may change when resuming"
+            f"only training.{', training.'.join(_RESUME_MAY_CHANGE)} may change when resuming"
         )
 
 

@@ -11,6 +11,7 @@ library and returns a result; it prints nothing and never exits (that is
 ``bntrain recompute-stats``  :func:`bntrain.commands.recompute.recompute_stats_command`
 ``bntrain schema``        :func:`bntrain.commands.schema.schema_command`
 ``bntrain export``        :func:`bntrain.commands.export.export_command`
+``bntrain plot``          :func:`bntrain.commands.plot.plot_command`
 ========================  ===============================================
 
 A new command is a new module here (options in, library calls, result out)

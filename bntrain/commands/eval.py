@@ -6,6 +6,7 @@ The choice of batch-norm statistics is explained in :mod:`bntrain.evaluate`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from ..errors import DataError, UsageError
 from ..evaluate import (
@@ -65,6 +66,7 @@ def evaluate_command(
     predictions=None,
     device: str | None = None,
     warn: Callable[[str], None] = lambda line: None,
+    plot=None,
 ) -> dict:
     """Evaluate a checkpoint on a dataset (what ``bntrain eval`` runs).
 
@@ -96,6 +98,8 @@ def evaluate_command(
         Overrides the config's device.
     warn : callable
         Receives warning lines (one line each).
+    plot : path-like, optional
+        Draw the confusion matrix to this PNG file (needs labels).
 
     Returns
     -------
@@ -119,6 +123,8 @@ def evaluate_command(
 
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
         raise UsageError(f"--batch-size must be a positive integer; got {batch_size!r}")
+    if plot is not None and Path(plot).suffix.lower() != ".png":
+        raise UsageError(f"--plot: '{plot}' must be a .png file")
     restored = restore(checkpoint)
     ckpt, network, config = restored.ckpt, restored.network, restored.config
     if predictions is not None:
@@ -174,4 +180,10 @@ def evaluate_command(
     )
     if predictions is not None:
         write_predictions(predictions, probs, labels)
+    if plot is not None:
+        from ..plots import plot_confusion
+
+        if labels is None:
+            raise DataError(f"--plot: {description} has no labels; a confusion matrix needs them")
+        plot_confusion(result["confusion_matrix"], plot, title=f"{checkpoint}: {description}")
     return result

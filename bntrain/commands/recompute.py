@@ -80,6 +80,7 @@ def recompute_stats_command(
     output=None,
     device: str | None = None,
     progress: bool = False,
+    plot=None,
 ) -> RecomputeReport:
     """Recompute a checkpoint's batch-norm statistics and store them under ``/bn_stats``.
 
@@ -104,6 +105,9 @@ def recompute_stats_command(
         Overrides the config's device.
     progress : bool
         Show a progress bar on stderr.
+    plot : path-like, optional
+        Also draw, per batch-norm layer and channel, how far training's moving
+        averages are from the recomputed statistics (:func:`bntrain.plots.plot_bn_drift`).
 
     Returns
     -------
@@ -131,6 +135,8 @@ def recompute_stats_command(
     if batch_size is not None and batch_size < 1:
         raise UsageError(f"--batch-size must be >= 1, got {batch_size}")
     checkpoint = Path(checkpoint)
+    if plot is not None and Path(plot).suffix.lower() != ".png":
+        raise UsageError(f"--plot: '{plot}' must be a .png file")
     restored = restore(checkpoint)
     network, config = restored.network, restored.config
     if not network.bn_layers:
@@ -187,4 +193,19 @@ def recompute_stats_command(
         layers=report_rows(network, stats),
     )
     _write_json_atomic(report.json_path, report.to_dict())
+    if plot is not None:
+        from ..plots import LayerDrift, plot_bn_drift
+
+        drift = [
+            LayerDrift.from_stats(
+                bn.name,
+                bn.mean.get_value(),
+                bn.inv_std.get_value(),
+                stats[bn.name].mean,
+                stats[bn.name].var,
+                bn.epsilon,
+            )
+            for bn in network.bn_layers
+        ]
+        plot_bn_drift(drift, plot)
     return report

@@ -258,6 +258,10 @@ class TrainingConfig(Section):
     checkpoint_every_steps: Annotated[int, Field(ge=1)] | None = Field(
         None, description="Also write last.h5 every N steps inside an epoch"
     )
+    plot: bool = Field(True, description="Redraw RUN/curves.png after every epoch")
+    tensorboard: bool = Field(
+        False, description="Write TensorBoard scalars and BN histograms to RUN/tb"
+    )
 
 
 class OutputConfig(Section):
