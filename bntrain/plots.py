@@ -209,10 +209,16 @@ def plot_bn_drift(layers: Sequence[LayerDrift], out) -> Path:
             ax.plot(x[keep], values[keep], "o", markersize=2.5, alpha=0.6, color="C0")
     top.axhline(0.0, color="k", lw=0.8, zorder=1)
     bottom.axhline(1.0, color="k", lw=0.8, zorder=1)
-    bottom.set_yscale("log")
+    ratios = np.concatenate([layer.var_ratio for layer in layers])
+    ratios = ratios[np.isfinite(ratios) & (ratios > 0)]
+    if ratios.size and (ratios.min() < 0.5 or ratios.max() > 2.0):  # wide: log axis, plain labels
+        from matplotlib.ticker import ScalarFormatter
+
+        bottom.set_yscale("log")
+        bottom.yaxis.set_major_formatter(ScalarFormatter())
     top.set_ylabel("(mean_ema - mean) / std")
     bottom.set_ylabel("var_ema / var")
-    top.set_title("moving averages vs recomputed whole-set statistics (one dot per channel)")
+    top.set_title("moving averages vs recomputed statistics (a dot per channel)", fontsize=10)
     bottom.set_xticks(range(len(layers)))
     bottom.set_xticklabels([layer.name for layer in layers], rotation=45, ha="right", fontsize=8)
     for ax in (top, bottom):
