@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import csv
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import DataError, UsageError
+from .fileio import atomic_path
 
 __all__ = [
     "CURVES_FILE",
@@ -47,21 +46,13 @@ def _pyplot():
 
 
 def _save(fig, out) -> Path:
-    """Write ``fig`` to ``out`` atomically and close it."""
+    """Write ``fig`` to ``out`` atomically (:func:`bntrain.fileio.atomic_path`) and close it."""
     plt = _pyplot()
     out = Path(out)
-    folder = out.parent if str(out.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".tmp-{out.name}.", suffix=".png", dir=folder)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png", dpi=_DPI)
     except OSError as exc:
-        plt.close(fig)
-        raise UsageError(f"cannot write '{out}': {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=_DPI)
-        os.replace(tmp, out)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
         raise UsageError(f"cannot write '{out}': {exc.strerror or exc}") from None
     finally:
         plt.close(fig)

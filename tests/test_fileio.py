@@ -15,7 +15,9 @@ from bntrain import checkpoint as C
 from bntrain.commands.recompute import _write_json_atomic
 from bntrain.data import write_hdf5_dataset
 from bntrain.evaluate import write_predictions
+from bntrain.export import _write_bytes as export_bytes
 from bntrain.nn import layers as L
+from bntrain.plots import plot_confusion
 
 
 def _mode(path: Path) -> int:
@@ -43,6 +45,8 @@ WRITERS = {
     "predictions": lambda p: write_predictions(p, np.full((2, 3), 1 / 3), None),
     "hdf5 dataset": lambda p: write_hdf5_dataset(p, np.zeros((4, 2), np.float32)),
     "text": lambda p: F.atomic_write_text(p, "hello\n"),
+    "picture": lambda p: plot_confusion([[1, 0], [0, 1]], p),
+    "export": lambda p: export_bytes(p, b"onnx"),
 }
 
 
