@@ -132,13 +132,13 @@ def _protected(folder: Path, keep: Iterable[Path]) -> str | None:
     return None
 
 
-def _removable(entry: Path) -> bool:
+def _is_lock_file(entry: Path) -> bool:
     return entry.name in (LOCK, PID)
 
 
 def _contents(folder: Path) -> list[Path]:
     """What a replace would delete (everything but the lock files)."""
-    return sorted(p for p in folder.iterdir() if not _removable(p))
+    return sorted(p for p in folder.iterdir() if not _is_lock_file(p))
 
 
 def _before_first_checkpoint(entries: list[Path]) -> bool:
