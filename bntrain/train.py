@@ -37,9 +37,10 @@ from .backend import Runtime, device_name, resolve_runtime
 from .checkpoint import Checkpoint, atomic_copy, clean_temp_files, read_checkpoint
 from .config import dump_config, parse_config
 from .data import BatchIterator, Preprocessor
-from .errors import CheckpointError, DataError, TrainingError, UsageError
+from .errors import CheckpointError, TrainingError, UsageError
+from .fileio import atomic_open, atomic_write_text
 from .graphs import build_predict, build_train_step
-from .inputs import open_config_data, validate_config_data
+from .inputs import check_batch_size, open_config_data, validate_config_data
 from .interrupts import StopRequest, stop_requests
 from .metrics import classification_metrics, predict_dataset
 from .model import build_network
@@ -227,6 +228,7 @@ def fit(
     progress: bool = False,
     log: Callable[[str], None] = lambda line: None,
     device: str | None = None,
+    after: Callable[[FitResult], object] | None = None,
 ) -> FitResult:
     """Train the network a config describes and write its run folder.
 
@@ -244,6 +246,9 @@ def fit(
         Receives one line per epoch and a few status lines.
     device : str, optional
         Overrides ``config.device``.
+    after : callable, optional
+        Called with the result before the run folder's lock is released (the
+        command layer recomputes statistics and evaluates there).
 
     Raises
     ------
@@ -261,16 +266,7 @@ def fit(
     try:
         network = build_network(config.model, data.input_shape, seed=tr.seed)
         validate_config_data(data, network.n_classes)
-        if len(data.train) < tr.batch_size:
-            raise DataError(
-                f"data.train: {len(data.train)} examples are fewer than training.batch_size "
-                f"({tr.batch_size}); lower training.batch_size"
-            )
-        if tr.batch_size < 2 and network.bn_layers:
-            raise UsageError(
-                "training.batch_size: 1 cannot train batch normalization (a batch of one "
-                "example has no variance); use 2 or more"
-            )
+        check_batch_size(data, tr.batch_size, network)
         with _run_folder(config, resume, force) as run_dir, stop_requests() as stop:
             ckpt = None if resume is None else _resume_checkpoint(config, network, run_dir)
             run, state = _setup(config, runtime, network, data, run_dir, ckpt, log)
@@ -278,15 +274,18 @@ def fit(
                 history = _train(run, state, stop, progress, log)
             finally:
                 run.report.close()
-        return FitResult(
-            run_dir=run_dir,
-            epochs_done=tr.epochs,
-            best_epoch=state.best.epoch,
-            best_value=state.best.value,
-            best_metric=state.best.metric,
-            network=network,
-            history=history,
-        )
+            result = FitResult(
+                run_dir=run_dir,
+                epochs_done=tr.epochs,
+                best_epoch=state.best.epoch,
+                best_value=state.best.value,
+                best_metric=state.best.metric,
+                network=network,
+                history=history,
+            )
+            if after is not None:
+                after(result)  # still holding the run folder's lock
+        return result
     finally:
         data.close()
 
@@ -339,7 +338,7 @@ def _setup(config, runtime: Runtime, network, data, run_dir: Path, ckpt, log):
             network, step_fn, preprocess, tr.optimizer.name, config_text, Best(metric)
         )
         with _run_file_errors(run_dir):
-            (run_dir / "config.yaml").write_text(config_text)
+            atomic_write_text(run_dir / "config.yaml", config_text)
         return run, state
     state = TrainState.from_checkpoint(
         ckpt,
@@ -560,7 +559,7 @@ def _truncate_metrics(path: Path, epochs_done: int) -> None:
         raise UsageError(f"--resume: '{path}' cannot be read ({exc}); {fix}") from None
     kept = [rows[0]] + [r for r in rows[1:] if r and int(r[0]) <= epochs_done]
     if len(kept) != len(rows):
-        with _run_file_errors(path.parent), open(path, "w", newline="") as fh:
+        with _run_file_errors(path.parent), atomic_open(path, "w", newline="") as fh:
             csv.writer(fh).writerows(kept)
 
 

@@ -179,8 +179,8 @@ def test_fit_holds_the_lock_while_it_trains(project):
     cfg = load_config(
         project / "tiny.yaml", ["training.epochs=1", "training.recompute_stats=false"]
     )
-    fit(cfg, log=log)
-    assert seen == [(True, str(os.getpid()))]
+    fit(cfg, log=log, after=lambda result: seen.append((_lock_is_held(result.run_dir), "after")))
+    assert seen == [(True, str(os.getpid())), (True, "after")]
     assert not _lock_is_held(project / "run") and not (project / "run" / PID).exists()
 
 
@@ -220,8 +220,12 @@ def test_a_second_process_gets_in_use(one_epoch, tmp_path):
             error(run("fit", cfg, *QUICK[:-1], "--set=training.epochs=2", "--resume", run_dir))
             == expected
         )
+        last = run_dir / "last.h5"
+        assert error(run("recompute-stats", last, "--quiet")) == expected  # in place
         after = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
         assert {k: v for k, v in after.items() if k != PID} == before
+        out = tmp_path / "elsewhere.h5"  # a new file outside the run folder needs no lock
+        assert run("recompute-stats", last, "--output", out, "--quiet").exit_code == 0
     finally:
         holder.stdin.close()
         holder.wait(timeout=60)

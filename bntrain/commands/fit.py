@@ -99,15 +99,20 @@ def fit_command(
     config = load_config(config_path, overrides)
     if resume is None:
         check_run_folder(config)
-    result = fit(config, force=force, resume=resume, progress=progress, log=log, device=device)
-    if config.training.recompute_stats and result.network.bn_layers:
-        for name in ("best.h5", "last.h5"):
-            path = result.run_dir / name
-            if path.exists():
-                recompute_stats_command(path, device=device, progress=progress)
-        log("recomputed whole-training-set batch-norm statistics in best.h5 and last.h5")
-    test = None
-    best = result.run_dir / "best.h5"
-    if config.data.test is not None and best.exists():
-        test = evaluate_command(best, device=device, warn=log)
-    return FitOutcome(result, test)
+    tests = []
+
+    def finish(result) -> None:  # runs while fit still holds the run folder's lock
+        if config.training.recompute_stats and result.network.bn_layers:
+            for name in ("best.h5", "last.h5"):
+                path = result.run_dir / name
+                if path.exists():
+                    recompute_stats_command(path, device=device, progress=progress)
+            log("recomputed whole-training-set batch-norm statistics in best.h5 and last.h5")
+        best = result.run_dir / "best.h5"
+        if config.data.test is not None and best.exists():
+            tests.append(evaluate_command(best, device=device, warn=log))
+
+    result = fit(
+        config, force=force, resume=resume, progress=progress, log=log, device=device, after=finish
+    )
+    return FitOutcome(result, tests[0] if tests else None)

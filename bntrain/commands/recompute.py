@@ -7,6 +7,8 @@ checkpoint and the data, writes ``/bn_stats`` and the JSON report.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +16,7 @@ from pathlib import Path
 from ..bnstats import ESTIMATORS, MODES, compute_bn_stats, report_rows
 from ..errors import CheckpointError, DataError, UsageError
 from ..fileio import atomic_write_text
+from ..rundir import MARKER, run_lock
 
 __all__ = ["RecomputeReport", "recompute_stats_command", "report_path_for"]
 
@@ -54,6 +57,16 @@ class RecomputeReport:
             "attrs": dict(self.attrs),
             "layers": [asdict(row) for row in self.layers],
         }
+
+
+@contextmanager
+def _lock_if_run_folder(folder: Path) -> Iterator[None]:
+    """Hold a run folder's lock (a running ``fit`` has it) while writing into it."""
+    if (folder / MARKER).is_file():
+        with run_lock(folder):
+            yield
+    else:
+        yield
 
 
 def report_path_for(checkpoint) -> Path:
@@ -137,75 +150,76 @@ def recompute_stats_command(
     checkpoint = Path(checkpoint)
     if plot is not None and Path(plot).suffix.lower() != ".png":
         raise UsageError(f"--plot: '{plot}' must be a .png file")
-    restored = restore(checkpoint)
-    network, config = restored.network, restored.config
-    if not network.bn_layers:
-        raise CheckpointError(f"'{checkpoint}' has no batch-norm layers; nothing to recompute")
-    runtime = resolve_runtime(config.backend, device or config.device)
-    batch_size = int(batch_size or config.training.batch_size)
-    if data is not None:
-        ds = open_data_file(data, x_key, None, ckpt_input_shape(restored.ckpt))
-        data_name = str(data)
-    else:
-        cd = open_config_data(config, which=("train",))
-        ds = cd.train
-        data_name = "config:data.train"
-    try:
-        if len(ds) == 0:
-            raise DataError(f"{data_name}: no examples to compute statistics from")
-        stats = compute_bn_stats(
-            network,
-            ds,
-            restored.preprocess,
-            batch_size,
-            estimator=estimator,
-            mode=mode,
-            mode_name=runtime.mode,
-            progress=progress,
-        )
-        sha = ds.sha256()
-    finally:
-        ds.close()
-    attrs = {
-        "estimator": estimator,
-        "mode": mode,
-        "n_examples": int(stats.n_examples),
-        "batch_size": batch_size,
-        "data_sha256": sha,
-        "computed_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "source": str(checkpoint.resolve()),
-        "data": data_name,
-        "passes": int(stats.passes),
-    }
     out_path = Path(output) if output is not None else checkpoint
-    write_bn_stats(
-        checkpoint,
-        {name: (s.mean, s.var) for name, s in stats.items()},
-        attrs,
-        output=out_path,
-    )
-    report = RecomputeReport(
-        checkpoint=checkpoint,
-        output=out_path,
-        json_path=report_path_for(out_path),
-        attrs=attrs,
-        passes=stats.passes,
-        layers=report_rows(network, stats),
-    )
-    _write_json_atomic(report.json_path, report.to_dict())
-    if plot is not None:
-        from ..plots import LayerDrift, plot_bn_drift
-
-        drift = [
-            LayerDrift.from_stats(
-                bn.name,
-                bn.mean.get_value(),
-                bn.inv_std.get_value(),
-                stats[bn.name].mean,
-                stats[bn.name].var,
-                bn.epsilon,
+    with _lock_if_run_folder(out_path.parent):  # before the pass: fail fast if fit holds it
+        restored = restore(checkpoint)
+        network, config = restored.network, restored.config
+        if not network.bn_layers:
+            raise CheckpointError(f"'{checkpoint}' has no batch-norm layers; nothing to recompute")
+        runtime = resolve_runtime(config.backend, device or config.device)
+        batch_size = int(batch_size or config.training.batch_size)
+        if data is not None:
+            ds = open_data_file(data, x_key, None, ckpt_input_shape(restored.ckpt))
+            data_name = str(data)
+        else:
+            cd = open_config_data(config, which=("train",))
+            ds = cd.train
+            data_name = "config:data.train"
+        try:
+            if len(ds) == 0:
+                raise DataError(f"{data_name}: no examples to compute statistics from")
+            stats = compute_bn_stats(
+                network,
+                ds,
+                restored.preprocess,
+                batch_size,
+                estimator=estimator,
+                mode=mode,
+                mode_name=runtime.mode,
+                progress=progress,
             )
-            for bn in network.bn_layers
-        ]
-        plot_bn_drift(drift, plot)
-    return report
+            sha = ds.sha256()
+        finally:
+            ds.close()
+        attrs = {
+            "estimator": estimator,
+            "mode": mode,
+            "n_examples": int(stats.n_examples),
+            "batch_size": batch_size,
+            "data_sha256": sha,
+            "computed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            "source": str(checkpoint.resolve()),
+            "data": data_name,
+            "passes": int(stats.passes),
+        }
+        write_bn_stats(
+            checkpoint,
+            {name: (s.mean, s.var) for name, s in stats.items()},
+            attrs,
+            output=out_path,
+        )
+        report = RecomputeReport(
+            checkpoint=checkpoint,
+            output=out_path,
+            json_path=report_path_for(out_path),
+            attrs=attrs,
+            passes=stats.passes,
+            layers=report_rows(network, stats),
+        )
+        _write_json_atomic(report.json_path, report.to_dict())
+        if plot is not None:
+            from ..plots import LayerDrift, plot_bn_drift
+
+            drift = [
+                LayerDrift.from_stats(
+                    bn.name,
+                    bn.mean.get_value(),
+                    bn.inv_std.get_value(),
+                    stats[bn.name].mean,
+                    stats[bn.name].var,
+                    bn.epsilon,
+                )
+                for bn in network.bn_layers
+            ]
+            plot_bn_drift(drift, plot)
+        return report
