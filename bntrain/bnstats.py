@@ -173,7 +173,7 @@ def _reduce_dtype(mode_name: str) -> str:
     return "float32" if str(mode_name).upper() == "JAX" else "float64"
 
 
-def _compile_pass(network, targets, settled, mode_name: str):
+def _compile_pass(network, targets, settled, mode_name: str, wrap=None):
     """Compile ``f(x)`` giving, per target layer, the batch's per-channel moments.
 
     Per target: the input's shape, the batch mean ``m``, the sum of ``x - m``
@@ -208,7 +208,7 @@ def _compile_pass(network, targets, settled, mode_name: str):
             outputs.extend([pt.cast(act.shape, dtype), pt.cast(mean, dtype), s1, s2])
         return [pt.concatenate([pt.flatten(o) for o in outputs])]
 
-    return network_function(network, make_outputs, mode_name)
+    return network_function(network, make_outputs, mode_name, wrap)
 
 
 def _unpack(targets, packed) -> list[tuple]:
@@ -295,6 +295,7 @@ def compute_bn_stats(
     mode: str = "batch",
     mode_name: str = "NUMBA",
     progress: bool = False,
+    wrap=None,
 ) -> BnStatsResult:
     """Stream ``ds`` through ``network`` and compute whole-set batch-norm statistics.
 
@@ -360,7 +361,7 @@ def compute_bn_stats(
         for p, targets in enumerate(groups):
             if bar is not None:
                 bar.set_description(f"pass {p + 1}/{len(groups)}")
-            fn = _compile_pass(network, targets, settled, mode_name)
+            fn = _compile_pass(network, targets, settled, mode_name, wrap)
             found.update(
                 _run_pass(fn, targets, _batches(ds, preprocess, batch_size), estimator, bar)
             )

@@ -87,6 +87,26 @@ device_option = click.option(
     default=None,
     help="Where to compute (default: the config's device, else auto).",
 )
+
+
+class _DeviceCount(click.ParamType):
+    name = "auto|N"
+
+    def convert(self, value, param, ctx):
+        if value == "auto" or isinstance(value, int):
+            return value
+        if str(value).isdigit() and int(value) >= 1:
+            return int(value)
+        self.fail(f"{value!r} is not auto or a device count >= 1", param, ctx)
+
+
+devices_option = click.option(
+    "--devices",
+    type=_DeviceCount(),
+    default=None,
+    help="Devices to run on, data-parallel: auto (every GPU, 1 on the CPU) or a count "
+    "(default: the config's devices).",
+)
 quiet_option = click.option(
     "--quiet", "-q", is_flag=True, help="Print only the final result; no progress bar."
 )
@@ -157,8 +177,9 @@ def _quiet_backend_warnings() -> None:
 )
 @quiet_option
 @device_option
+@devices_option
 @_handle_errors("training.batch_size (--set training.batch_size=N)")
-def fit(config, overrides, print_config, force, resume, quiet, device):
+def fit(config, overrides, print_config, force, resume, quiet, device, devices):
     """Train the network CONFIG describes."""
     from .commands.fit import fit_command, resolved_config_text
 
@@ -173,6 +194,7 @@ def fit(config, overrides, print_config, force, resume, quiet, device):
         progress=_progress(quiet),
         log=(lambda line: None) if quiet else _echo,
         device=device,
+        devices=devices,
     )
     result, test = outcome.result, outcome.test
     best = (
@@ -249,9 +271,21 @@ def schema():
 )
 @plot_option
 @device_option
+@devices_option
 @_handle_errors("--batch-size")
 def eval_command(
-    checkpoint, data, x_key, y_key, stats, batch_size, predictions, as_json, details, plot, device
+    checkpoint,
+    data,
+    x_key,
+    y_key,
+    stats,
+    batch_size,
+    predictions,
+    as_json,
+    details,
+    plot,
+    device,
+    devices,
 ):
     """Evaluate CHECKPOINT on a dataset (--plot draws the confusion matrix)."""
     from .commands.eval import evaluate_command
@@ -265,6 +299,7 @@ def eval_command(
         batch_size=batch_size,
         predictions=predictions,
         device=device,
+        devices=devices,
         warn=lambda line: click.echo(line, err=True),
         plot=plot,
     )
@@ -334,10 +369,11 @@ def _echo_class_table(per_class, matrix) -> None:
 )
 @plot_option
 @device_option
+@devices_option
 @quiet_option
 @_handle_errors("--batch-size")
 def recompute_stats(
-    checkpoint, data, x_key, batch_size, estimator, mode, output, plot, device, quiet
+    checkpoint, data, x_key, batch_size, estimator, mode, output, plot, device, devices, quiet
 ):
     """Recompute CHECKPOINT's batch-norm statistics over the whole training set.
 
@@ -354,6 +390,7 @@ def recompute_stats(
         mode=mode,
         output=output,
         device=device,
+        devices=devices,
         progress=_progress(quiet),
         plot=plot,
     )

@@ -145,7 +145,7 @@ def apply_population_stats(ckpt, network) -> None:
         load_population(layer, mean, var)
 
 
-def build_batch_predict(network, mode: str):
+def build_batch_predict(network, mode: str, wrap=None):
     """Compile ``predict(x) -> probabilities`` normalizing with each batch's own statistics.
 
     Dropout is off (``deterministic=True``); batch norm uses the batch's mean
@@ -164,6 +164,7 @@ def build_batch_predict(network, mode: str):
             batch_norm_update_averages=False,
         ),
         mode,
+        wrap,
     )
 
 

@@ -155,22 +155,26 @@ class _PerBatchSize:
         return fn(x, *rest)
 
 
-def network_function(network, make_outputs, mode: str):
+def network_function(network, make_outputs, mode: str, wrap=None):
     """Compile ``f(x) -> make_outputs(inputs)`` for the network's input.
 
     ``make_outputs(inputs)`` builds the outputs with ``get_output(..., inputs=inputs)``.
     In JAX mode one function is compiled per batch size met (static shapes);
-    elsewhere a single function takes any batch size.
+    elsewhere a single function takes any batch size.  ``wrap`` (e.g.
+    :meth:`bntrain.parallel.DataParallel.wrap`) is applied to each compiled function.
     """
     x = network.input_layer.input_var
 
     def compile_for(n):
-        return pytensor.function([x], make_outputs(static_inputs(network, n)), mode=mode)
+        fn = pytensor.function([x], make_outputs(static_inputs(network, n)), mode=mode)
+        return fn if wrap is None else wrap(fn)
 
     return _PerBatchSize(compile_for) if mode == "JAX" else compile_for(None)
 
 
-def build_train_step(network, training, mode: str, batch_size: int | None = None) -> TrainStep:
+def build_train_step(
+    network, training, mode: str, batch_size: int | None = None, bn_groups: int = 1
+) -> TrainStep:
     """Compile the training step for ``network`` with the ``training`` config section.
 
     The loss is the mean categorical cross-entropy; ``weight_decay`` adds
@@ -180,12 +184,18 @@ def build_train_step(network, training, mode: str, batch_size: int | None = None
     ``nan_policy: skip`` every tensor update is guarded so that a step with a
     non-finite loss changes no parameter, statistic or optimizer slot (the
     dropout generators still advance).  With ``batch_size`` the step is built
-    for that batch size only (what JAX mode needs).
+    for that batch size only (what JAX mode needs).  ``bn_groups > 1`` makes
+    every batch-norm layer normalize each of that many slices of the batch by
+    its own statistics (ghost batch norm, ``batch_norm.sync: false``).
     """
     x = network.input_layer.input_var
     y = pt.ivector("y")
+    ghost = {"batch_norm_groups": bn_groups} if bn_groups > 1 else {}
     out, layer_updates = L.get_output(
-        network.output_layer, inputs=static_inputs(network, batch_size), return_updates=True
+        network.output_layer,
+        inputs=static_inputs(network, batch_size),
+        return_updates=True,
+        **ghost,
     )
     loss = objectives.categorical_crossentropy(out, y).mean()
     acc = objectives.categorical_accuracy(out, y).mean(dtype=pytensor.config.floatX)
@@ -212,10 +222,11 @@ def build_train_step(network, training, mode: str, batch_size: int | None = None
     return TrainStep(fn=fn, lr=lr, optimizer_state=state, rng_cells=cells)
 
 
-def build_predict(network, mode: str):
+def build_predict(network, mode: str, wrap=None):
     """Compile ``predict(x) -> probabilities`` with batch norm in inference mode."""
     return network_function(
         network,
         lambda inputs: L.get_output(network.output_layer, inputs=inputs, deterministic=True),
         mode,
+        wrap,
     )

@@ -44,6 +44,7 @@ from .inputs import check_batch_size, open_config_data, validate_config_data
 from .interrupts import StopRequest, stop_requests
 from .metrics import classification_metrics, predict_dataset
 from .model import build_network
+from .parallel import DataParallel, check_global_batch, resolve_devices
 from .rundir import checked_folder, new_run_folder, run_lock
 from .runreport import RunReport
 from .schedule import learning_rate
@@ -228,6 +229,7 @@ def fit(
     progress: bool = False,
     log: Callable[[str], None] = lambda line: None,
     device: str | None = None,
+    devices: str | int | None = None,
     after: Callable[[FitResult], object] | None = None,
 ) -> FitResult:
     """Train the network a config describes and write its run folder.
@@ -246,6 +248,8 @@ def fit(
         Receives one line per epoch and a few status lines.
     device : str, optional
         Overrides ``config.device``.
+    devices : {'auto'} or int, optional
+        Overrides ``config.devices`` (data-parallel training, see ``docs/distributed.md``).
     after : callable, optional
         Called with the result before the run folder's lock is released (the
         command layer recomputes statistics and evaluates there).
@@ -262,6 +266,8 @@ def fit(
     """
     runtime = resolve_runtime(config.backend, device or config.device)
     tr = config.training
+    n_devices = resolve_devices(devices or config.devices, runtime)
+    check_global_batch(tr.batch_size, n_devices)
     data = open_config_data(config)
     try:
         network = build_network(config.model, data.input_shape, seed=tr.seed)
@@ -269,7 +275,7 @@ def fit(
         check_batch_size(data, tr.batch_size, network)
         with _run_folder(config, resume, force) as run_dir, stop_requests() as stop:
             ckpt = None if resume is None else _resume_checkpoint(config, network, run_dir)
-            run, state = _setup(config, runtime, network, data, run_dir, ckpt, log)
+            run, state = _setup(config, runtime, n_devices, network, data, run_dir, ckpt, log)
             try:
                 history = _train(run, state, stop, progress, log)
             finally:
@@ -305,7 +311,7 @@ def _run_folder(config, resume, force):
         yield run_dir
 
 
-def _setup(config, runtime: Runtime, network, data, run_dir: Path, ckpt, log):
+def _setup(config, runtime: Runtime, n_devices: int, network, data, run_dir: Path, ckpt, log):
     """Compile, write config.yaml, and build the run and its state (fresh, or from ``ckpt``)."""
     tr = config.training
     pre = config.data.preprocess
@@ -314,9 +320,14 @@ def _setup(config, runtime: Runtime, network, data, run_dir: Path, ckpt, log):
         preprocess.fit(data.train, tr.batch_size)
     t0 = time.perf_counter()
     static = tr.batch_size if runtime.static_batch else None
-    step_fn = build_train_step(network, tr, runtime.mode, batch_size=static)
-    predict = build_predict(network, runtime.mode)
-    config_text = dump_config(config, extra={"run": _run_info(config, runtime, t0)})
+    dp = DataParallel(n_devices, runtime.device) if n_devices > 1 else None
+    ghost = n_devices if dp is not None and not config.model.batch_norm.sync else 1
+    step_fn = build_train_step(network, tr, runtime.mode, batch_size=static, bn_groups=ghost)
+    if dp is not None:
+        step_fn.fn = dp.wrap(step_fn.fn)
+    predict = build_predict(network, runtime.mode, wrap=None if dp is None else dp.wrap)
+    info = _run_info(config, runtime, t0) | {"devices": n_devices}
+    config_text = dump_config(config, extra={"run": info})
     metric = tr.best_metric if data.val is not None else tr.best_metric.replace("val_", "train_")
     drop_last = _drop_last(len(data.train), tr.batch_size, tr.shuffle or runtime.static_batch)
     n = len(data.train)
@@ -427,8 +438,9 @@ def _check_sections(ckpt: Checkpoint, network) -> None:
 
 def _check_resume_config(config, run_config) -> None:
     """Refuse to resume into a different run: only _RESUME_MAY_CHANGE keys may differ."""
-    a = config.model_dump(mode="json", exclude={"name", "run", "output"})
-    b = run_config.model_dump(mode="json", exclude={"name", "run", "output"})
+    same_run = {"name", "run", "output", "devices"}  # a run may move to other devices
+    a = config.model_dump(mode="json", exclude=same_run)
+    b = run_config.model_dump(mode="json", exclude=same_run)
     for key in _RESUME_MAY_CHANGE:
         a["training"].pop(key, None)
         b["training"].pop(key, None)

@@ -65,6 +65,7 @@ def evaluate_command(
     batch_size: int | None = None,
     predictions=None,
     device: str | None = None,
+    devices: str | int | None = None,
     warn: Callable[[str], None] = lambda line: None,
     plot=None,
 ) -> dict:
@@ -96,6 +97,8 @@ def evaluate_command(
         existing file that bntrain did not write as predictions.
     device : {'auto', 'cpu', 'gpu'}, optional
         Overrides the config's device.
+    devices : {'auto'} or int, optional
+        Overrides the config's devices: the batches are sharded over them.
     warn : callable
         Receives warning lines (one line each).
     plot : path-like, optional
@@ -119,6 +122,7 @@ def evaluate_command(
     from ..backend import resolve_runtime
     from ..graphs import build_predict
     from ..metrics import classification_metrics, predict_dataset
+    from ..parallel import data_parallel_wrap
     from ..restore import ckpt_input_shape, restore
 
     if batch_size is not None and (isinstance(batch_size, bool) or int(batch_size) < 1):
@@ -138,6 +142,7 @@ def evaluate_command(
     if chosen == "population":
         apply_population_stats(ckpt, network)
     runtime = resolve_runtime(config.backend, device or config.device)
+    wrap = data_parallel_wrap(devices or config.devices, runtime)
     batch_size = int(batch_size or config.training.batch_size)
     input_shape = ckpt_input_shape(ckpt)
     ds, where, description = _open_eval_data(restored, input_shape, data, x_key, y_key)
@@ -148,10 +153,10 @@ def evaluate_command(
         if len(ds) == 0:
             raise DataError(f"{where}: no examples to evaluate")
         if chosen == "batch":
-            predict = build_batch_predict(network, runtime.mode)
+            predict = build_batch_predict(network, runtime.mode, wrap)
             pad_last = False  # padding would change the last batch's statistics
         else:
-            predict = build_predict(network, runtime.mode)
+            predict = build_predict(network, runtime.mode, wrap)
             pad_last = runtime.static_batch
         probs, labels = predict_dataset(
             predict, ds, restored.preprocess, batch_size, pad_last=pad_last

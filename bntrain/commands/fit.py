@@ -61,6 +61,7 @@ def fit_command(
     progress: bool = False,
     log: Callable[[str], None] = lambda line: None,
     device: str | None = None,
+    devices: str | int | None = None,
 ) -> FitOutcome:
     """Train, then (``training.recompute_stats``) recompute BN statistics and evaluate.
 
@@ -80,6 +81,8 @@ def fit_command(
         Receives one line per epoch and a few status lines.
     device : {'auto', 'cpu', 'gpu'}, optional
         Overrides the config's device.
+    devices : {'auto'} or int, optional
+        Overrides the config's devices (data-parallel training, recomputing and evaluating).
 
     Returns
     -------
@@ -106,13 +109,20 @@ def fit_command(
             for name in ("best.h5", "last.h5"):
                 path = result.run_dir / name
                 if path.exists():
-                    recompute_stats_command(path, device=device, progress=progress)
+                    recompute_stats_command(path, device=device, devices=devices, progress=progress)
             log("recomputed whole-training-set batch-norm statistics in best.h5 and last.h5")
         best = result.run_dir / "best.h5"
         if config.data.test is not None and best.exists():
-            tests.append(evaluate_command(best, device=device, warn=log))
+            tests.append(evaluate_command(best, device=device, devices=devices, warn=log))
 
     result = fit(
-        config, force=force, resume=resume, progress=progress, log=log, device=device, after=finish
+        config,
+        force=force,
+        resume=resume,
+        progress=progress,
+        log=log,
+        device=device,
+        devices=devices,
+        after=finish,
     )
     return FitOutcome(result, tests[0] if tests else None)

@@ -92,6 +92,7 @@ def recompute_stats_command(
     mode: str = "batch",
     output=None,
     device: str | None = None,
+    devices: str | int | None = None,
     progress: bool = False,
     plot=None,
 ) -> RecomputeReport:
@@ -116,6 +117,8 @@ def recompute_stats_command(
         (atomically).  The moving averages are never changed.
     device : {'auto', 'cpu', 'gpu'}, optional
         Overrides the config's device.
+    devices : {'auto'} or int, optional
+        Overrides the config's devices: the batches are sharded over them.
     progress : bool
         Show a progress bar on stderr.
     plot : path-like, optional
@@ -139,6 +142,7 @@ def recompute_stats_command(
     from ..backend import resolve_runtime
     from ..checkpoint import write_bn_stats
     from ..inputs import open_config_data, open_data_file
+    from ..parallel import data_parallel_wrap
     from ..restore import ckpt_input_shape, restore
 
     if estimator not in ESTIMATORS:
@@ -157,6 +161,7 @@ def recompute_stats_command(
         if not network.bn_layers:
             raise CheckpointError(f"'{checkpoint}' has no batch-norm layers; nothing to recompute")
         runtime = resolve_runtime(config.backend, device or config.device)
+        wrap = data_parallel_wrap(devices or config.devices, runtime)
         batch_size = int(batch_size or config.training.batch_size)
         if data is not None:
             ds = open_data_file(data, x_key, None, ckpt_input_shape(restored.ckpt))
@@ -177,6 +182,7 @@ def recompute_stats_command(
                 mode=mode,
                 mode_name=runtime.mode,
                 progress=progress,
+                wrap=wrap,
             )
             sha = ds.sha256()
         finally:

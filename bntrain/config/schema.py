@@ -121,6 +121,11 @@ class BatchNormConfig(Section):
     alpha: Annotated[float, Field(gt=0, le=1)] = Field(
         0.1, description="Moving-average update weight"
     )
+    sync: bool = Field(
+        True,
+        description="With several devices: statistics of the global batch (false: of each "
+        "device's shard, ghost batch norm)",
+    )
 
 
 class ModelConfig(Section):
@@ -289,6 +294,9 @@ class Config(Section):
         "auto", description="PyTensor backend (auto: JAX)"
     )
     device: Literal["auto", "cpu", "gpu"] = "auto"
+    devices: Literal["auto"] | PositiveInt = Field(
+        "auto", description="Devices to train on, data-parallel (auto: every GPU, 1 on the CPU)"
+    )
     run: dict[str, Any] | None = Field(
         None, description="Written by bntrain into a run folder's config.yaml; ignored"
     )

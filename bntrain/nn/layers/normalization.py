@@ -141,7 +141,11 @@ class BatchNormLayer(Layer):
         stat_tags = {"trainable": False, "regularizable": False, "batch_norm_stat": True}
         self.mean = self.add_param(mean, shape, "mean", **stat_tags)
         self.inv_std = self.add_param(inv_std, shape, "inv_std", **stat_tags)
-        self.get_output_kwargs = ["batch_norm_use_averages", "batch_norm_update_averages"]
+        self.get_output_kwargs = [
+            "batch_norm_use_averages",
+            "batch_norm_update_averages",
+            "batch_norm_groups",
+        ]
 
     def _describe(self) -> str:
         return f"{type(self).__name__} (name={self.name!r})"
@@ -221,6 +225,7 @@ class BatchNormLayer(Layer):
         batch_norm_use_averages=None,
         batch_norm_update_averages=None,
         collect_updates: dict | None = None,
+        batch_norm_groups: int = 1,
         **kwargs,
     ) -> pt.TensorVariable:
         """Normalize ``input``.
@@ -241,6 +246,11 @@ class BatchNormLayer(Layer):
             ``collect_updates`` is None.
         collect_updates : dict, optional
             Receives ``{self.mean: new_mean, self.inv_std: new_inv_std}``.
+        batch_norm_groups : int
+            Ghost batch norm: split the batch (axis 0, which must be normalized
+            over and divide evenly) into this many consecutive groups, each
+            normalized by its own statistics; the moving averages move towards
+            the mean over groups of each group's ``mean`` and ``inv_std``.
         **kwargs
             Ignored (other layers' options).
 
@@ -269,6 +279,9 @@ class BatchNormLayer(Layer):
             )
         dtype = input.dtype
 
+        groups = int(batch_norm_groups) if not use_averages else 1
+        if groups > 1:
+            return self._ghost_output(input, groups, update_averages, collect_updates)
         if not use_averages or update_averages:
             batch_mean = pt.mean(input, axis=self.axes)
             batch_var = pt.var(input, axis=self.axes)
@@ -276,11 +289,7 @@ class BatchNormLayer(Layer):
             batch_inv_std = pt.reciprocal(pt.sqrt(batch_var + eps))
 
         if update_averages and collect_updates is not None:
-            for stat, batch_value in ((self.mean, batch_mean), (self.inv_std, batch_inv_std)):
-                alpha = pt.cast(self.alpha, stat.dtype)
-                one = np.asarray(1, dtype=stat.dtype)
-                new = (one - alpha) * stat + alpha * pt.cast(batch_value, stat.dtype)
-                collect_updates[stat] = new
+            self._collect(collect_updates, batch_mean, batch_inv_std)
 
         if use_averages:
             mean, inv_std = pt.cast(self.mean, dtype), pt.cast(self.inv_std, dtype)
@@ -291,6 +300,43 @@ class BatchNormLayer(Layer):
         if self.beta is not None:
             output = output + self._broadcast(pt.cast(self.beta, dtype), input)
         return output
+
+    def _collect(self, collect_updates: dict, batch_mean, batch_inv_std) -> None:
+        """Add the moving-average updates towards ``batch_mean`` and ``batch_inv_std``."""
+        for stat, batch_value in ((self.mean, batch_mean), (self.inv_std, batch_inv_std)):
+            alpha = pt.cast(self.alpha, stat.dtype)
+            one = np.asarray(1, dtype=stat.dtype)
+            collect_updates[stat] = (one - alpha) * stat + alpha * pt.cast(batch_value, stat.dtype)
+
+    def _ghost_output(self, input, groups: int, update_averages: bool, collect_updates):
+        """Normalize each of ``groups`` consecutive slices of the batch by its own statistics."""
+        if 0 not in self.axes:
+            raise ValueError(f"{self._describe()}: batch_norm_groups needs axis 0 normalized over")
+        n = self.input_shape[0]
+        if n is not None and n % groups:
+            raise ValueError(f"{self._describe()}: a batch of {n} does not split into {groups}")
+        dtype = input.dtype
+        grouped = input.reshape(
+            (groups, input.shape[0] // groups, *input.shape[1:]), ndim=input.ndim + 1
+        )
+        axes = tuple(a + 1 for a in self.axes)
+        mean = pt.mean(grouped, axis=axes, keepdims=True)
+        var = pt.var(grouped, axis=axes, keepdims=True)
+        inv_std = pt.reciprocal(pt.sqrt(var + pt.cast(self.epsilon, dtype)))
+        if update_averages and collect_updates is not None:
+            per_group = [ax for ax in range(1, grouped.ndim) if ax in axes]
+            self._collect(
+                collect_updates,
+                pt.mean(mean, axis=0).squeeze(axis=[a - 1 for a in per_group]),
+                pt.mean(inv_std, axis=0).squeeze(axis=[a - 1 for a in per_group]),
+            )
+        scale = inv_std
+        if self.gamma is not None:
+            scale = scale * pt.shape_padleft(self._broadcast(pt.cast(self.gamma, dtype), input))
+        output = (grouped - mean) * scale
+        if self.beta is not None:
+            output = output + pt.shape_padleft(self._broadcast(pt.cast(self.beta, dtype), input))
+        return output.reshape(input.shape, ndim=input.ndim)
 
 
 def batch_norm(layer: Layer, **kwargs) -> Layer:
