@@ -628,7 +628,16 @@ def test_dump_fills_defaults_in_schema_order_and_round_trips():
     cfg = parse_config(BASE, source="file.yaml", base_dir="/b")
     text = dump_config(cfg)
     data = yaml.safe_load(text)
-    assert list(data) == ["name", "data", "model", "training", "output", "backend", "device"]
+    assert list(data) == [
+        "name",
+        "data",
+        "model",
+        "training",
+        "output",
+        "backend",
+        "device",
+        "devices",
+    ]
     assert list(data["training"]) == list(type(cfg.training).model_fields)
     # only the chosen optimizer's keys, its defaults filled in (no adam beta2 for nesterov)
     assert data["training"]["optimizer"] == {

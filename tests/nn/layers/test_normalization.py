@@ -87,7 +87,11 @@ def test_params_tags_and_shapes_dense():
         assert p.dtype == "float32"
         np.testing.assert_array_equal(p.get_value(), np.full(5, value, F32))
     assert bn.output_shape == (None, 5)
-    assert bn.get_output_kwargs == ["batch_norm_use_averages", "batch_norm_update_averages"]
+    assert bn.get_output_kwargs == [
+        "batch_norm_use_averages",
+        "batch_norm_update_averages",
+        "batch_norm_groups",
+    ]
     assert (bn.epsilon, bn.alpha) == (1e-4, 0.1)
 
 
@@ -504,3 +508,35 @@ def test_get_output_for_collects_into_given_dict():
     assert bn.get_output_for(pt.dmatrix(), collect_updates=updates).dtype == "float64"
     assert all(v.dtype == "float32" for v in updates.values())
     assert bn.get_output_for(pt.imatrix()).dtype == "float32"
+
+
+@pytest.mark.parametrize("shape", [(12, 5), (8, 3, 2, 2)])
+def test_ghost_groups_normalize_each_slice_by_its_own_statistics(shape):
+    rng = np.random.default_rng(7)
+    groups = 4 if shape[0] == 8 else 3
+    x = (rng.normal(size=shape) * 3 + 2).astype(F32)
+    bn = BatchNormLayer(
+        InputLayer((shape[0], *shape[1:])),
+        beta=rng.normal(size=shape[1]).astype(F32),
+        gamma=rng.normal(size=shape[1]).astype(F32),
+        alpha=0.25,
+    )
+    axes = bn.axes
+    x_var = pt.tensor("x", dtype="float32", shape=(None,) * len(shape))
+    ups = OrderedDict()
+    out = bn.get_output_for(x_var, collect_updates=ups, batch_norm_groups=groups)
+    fn = pytensor.function([x_var], [out, ups[bn.mean], ups[bn.inv_std]])
+    got, new_mean, new_inv_std = fn(x)
+    beta, gamma = bn.beta.get_value(), bn.gamma.get_value()
+    parts = [bn_reference(s, axes, beta, gamma) for s in np.split(x, groups)]
+    np.testing.assert_allclose(got, np.concatenate([p[0] for p in parts]), rtol=1e-5, atol=1e-5)
+    mean_of_means = np.mean([p[1] for p in parts], axis=0)
+    mean_of_inv_std = np.mean([p[2] for p in parts], axis=0)
+    np.testing.assert_allclose(new_mean, 0.25 * mean_of_means, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new_inv_std, 0.75 + 0.25 * mean_of_inv_std, rtol=1e-5)
+
+
+def test_ghost_groups_refuse_a_batch_that_does_not_split():
+    bn = BatchNormLayer(InputLayer((10, 5)))
+    with pytest.raises(ValueError, match="a batch of 10 does not split into 4"):
+        get_output(bn, batch_norm_groups=4)
