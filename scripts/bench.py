@@ -5,7 +5,8 @@ Usage::
     .venv/bin/python scripts/bench.py                    # full run on the CPU (a few minutes)
     .venv/bin/python scripts/bench.py --smoke            # tiny sizes, seconds: checks every column
     .venv/bin/python scripts/bench.py --device gpu       # bntrain on JAX/CUDA, PyTorch on CUDA
-    .venv/bin/python scripts/bench.py --traffic          # JAX mode: host<->device bytes per step
+    .venv/bin/python scripts/bench.py --traffic          # JAX mode: host<->device bytes per step,
+                                                         # and bytes all-reduced over the devices
 
 Models (batch-normalized, float32, SGD with Nesterov momentum 0.9, random data
 from ``np.random.default_rng(seed)`` generated in each process):
@@ -428,6 +429,33 @@ def worker_traffic(smoke: bool) -> dict:
         "full_step_ms_median": statistics.median(full_ms),
         "partial_step_ms_median_after_first": statistics.median(part_ms[1:]),
         "partial_step_ms_first": part_ms[0],
+        **_allreduce_traffic(spec, x, y),
+    }
+
+
+def _allreduce_traffic(spec: dict, x: np.ndarray, y: np.ndarray) -> dict:
+    """Bytes all-reduced (and gathered) per data-parallel step over every local device.
+
+    Read from the HLO text of the program XLA compiled for the sharded step; one
+    device has no collectives (simulate several on the CPU with
+    ``XLA_FLAGS=--xla_force_host_platform_device_count=N``).
+    """
+    import jax
+
+    from bntrain.graphs import build_train_step
+    from bntrain.parallel import DataParallel, traffic_bytes
+
+    platform = jax.devices()[0].platform
+    n = len([d for d in jax.local_devices() if d.platform == platform])
+    if n < 2 or len(x) % n:
+        return {"data_parallel_devices": n, "all_reduce_bytes_per_step": None}
+    network = build_bntrain_network(spec, 0)
+    step = build_train_step(network, _training_config(), "JAX", batch_size=len(x))
+    traffic = traffic_bytes(DataParallel(n, platform).wrap(step.fn).compiled_text(x, y))
+    return {
+        "data_parallel_devices": n,
+        "all_reduce_bytes_per_step": traffic.get("all-reduce", 0),
+        "all_gather_bytes_per_step": traffic.get("all-gather", 0),
     }
 
 
@@ -789,7 +817,9 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--threads", type=int, default=None, help="default os.cpu_count()")
     ap.add_argument("--torch-python", default=None, help="interpreter with PyTorch")
     ap.add_argument("--timeout", type=float, default=600.0, help="per subprocess, seconds")
-    ap.add_argument("--traffic", action="store_true", help="JAX host<->device traffic report")
+    ap.add_argument(
+        "--traffic", action="store_true", help="JAX host<->device and all-reduce traffic report"
+    )
     ap.add_argument(
         "--profile",
         choices=list(SPECS),

@@ -11,7 +11,8 @@
 # 2. runs scripts/bench.py --device gpu (bntrain on JAX/CUDA against PyTorch eager on CUDA),
 # 3. runs the GPU tests (pytest -m gpu: conv Ops against a float64 reference, fit /
 #    recompute-stats / eval on the GPU against the CPU, a GPU run resumed on the CPU) and the
-#    host<->device traffic report,
+#    host<->device traffic report, and on a machine with several GPUs the data-parallel check
+#    (tests/_dist_child.py on every GPU against one),
 # 4. with the time left of BNTRAIN_GPU_BUDGET seconds (default 280): the benchmark at batch 512
 #    and the whole test suite on the GPU machine.
 # Every step has its own timeout; logs and JSON go to RESULTS_DIR.
@@ -99,6 +100,15 @@ step bench_gpu 170 "$PY" scripts/bench.py --device gpu --rounds 1 --timeout 80 "
   --json "$RES/bench_gpu.json"
 step pytest_gpu 200 "$PY" -m pytest -q -m gpu -p no:cacheprovider "${XDIST[@]}" -rs tests
 step traffic_gpu 40 "$PY" scripts/bench.py --device gpu --traffic --json "$RES/traffic_gpu.json"
+# data parallelism: N GPUs against one (fit sync/ghost BN, recompute-stats, eval, resume 1 -> N -> N/2);
+# with a single GPU the one-device case is what pytest_gpu above ran
+NGPU=$("$PY" -W ignore -c 'import jax; print(sum(d.platform == "gpu" for d in jax.devices()))' 2>/dev/null || echo 0)
+if [ "${NGPU:-0}" -ge 2 ]; then
+  mkdir -p "$RES/dist"
+  step dist_gpu 240 env BNTRAIN_DIST_GPUS="$NGPU" "$PY" -W ignore tests/_dist_child.py "$RES/dist"
+else
+  log "dist_gpu: skipped (${NGPU:-0} GPU(s) here; the multi-device case needs 2 or more)"
+fi
 # 4. what the budget leaves room for
 optional bench_gpu_b512 90 "$PY" scripts/bench.py --device gpu --rounds 1 --batch 512 \
   --models cnn resnet --no-recompute --no-quickstart --timeout 60 "${TORCH[@]}" \

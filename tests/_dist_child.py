@@ -3,7 +3,9 @@
 Not a test module.  ``python tests/_dist_child.py WORKDIR`` sets
 ``XLA_FLAGS=--xla_force_host_platform_device_count=4`` before JAX is imported,
 trains tiny runs on 1, 2 and 4 devices and prints one JSON object of
-measured differences (the test module asserts on them).
+measured differences (the test module asserts on them).  With
+``BNTRAIN_DIST_GPUS=N`` (scripts/gpu_check.sh on a machine with N >= 2 GPUs)
+it runs the same checks on N GPUs instead (resuming 1 -> N -> N // 2).
 """
 
 from __future__ import annotations
@@ -15,8 +17,11 @@ import sys
 import textwrap
 from pathlib import Path
 
-os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
-os.environ["JAX_PLATFORMS"] = "cpu"
+GPUS = int(os.environ.get("BNTRAIN_DIST_GPUS", "0"))
+N = GPUS or 4
+if not GPUS:
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
+    os.environ["JAX_PLATFORMS"] = "cpu"
 
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
@@ -94,18 +99,19 @@ def main(work: Path) -> dict:
     (work / "dist.yaml").write_text(CONFIG)
     import jax
 
-    out = {"devices_seen": len(jax.devices())}
+    jax.config.update("jax_default_matmul_precision", "highest")  # no TF32 on a GPU
+    out = {"devices_seen": len(jax.devices()), "devices": N}
     one = fit(work, "one", 1)
-    four = fit(work, "four", 4)
+    four = fit(work, "four", N)
     p1, s1 = split(one / "last.h5")
     p4, s4 = split(four / "last.h5")
     out["sync_params"], out["sync_stats"] = max_diff(p1, p4), max_diff(s1, s4)
 
-    ghost4 = fit(work, "ghost4", 4, "model.batch_norm.sync=false")
+    ghost4 = fit(work, "ghost4", N, "model.batch_norm.sync=false")
     real = train_module.DataParallel
     train_module.DataParallel = OneDevice
     try:
-        ghost1 = fit(work, "ghost1", 4, "model.batch_norm.sync=false")
+        ghost1 = fit(work, "ghost1", N, "model.batch_norm.sync=false")
     finally:
         train_module.DataParallel = real
     g4, gs4 = split(ghost4 / "last.h5")
@@ -115,15 +121,15 @@ def main(work: Path) -> dict:
 
     # recompute-stats and eval, data-parallel; 100 is not a multiple of 64 (a short last batch)
     stats = {}
-    for n in (1, 4):
+    for n in (1, N):
         target = work / f"stats{n}.h5"
         recompute_stats_command(one / "last.h5", output=target, devices=n, batch_size=60)
         stats[n] = arrays(target, "bn_stats")
-    out["recompute"] = max_diff(stats[1], stats[4])
+    out["recompute"] = max_diff(stats[1], stats[N])
     for kind in ("population", "batch"):
         m1, m4 = (
             evaluate_command(work / "stats1.h5", stats=kind, devices=n, batch_size=60)
-            for n in (1, 4)
+            for n in (1, N)
         )
         out[f"eval_{kind}"] = max(
             abs(m1["loss"] - m4["loss"]), abs(m1["accuracy"] - m4["accuracy"])
@@ -132,8 +138,8 @@ def main(work: Path) -> dict:
     # resume 1 -> 4 -> 2 devices continues the run: equal to 3 epochs on one device
     whole = fit(work, "whole", 1, "training.epochs=3")
     moved = fit(work, "moved", 1)
-    fit(work, "moved", 4, "training.epochs=2", resume=moved)
-    fit(work, "moved", 2, "training.epochs=3", resume=moved)
+    fit(work, "moved", N, "training.epochs=2", resume=moved)
+    fit(work, "moved", N // 2, "training.epochs=3", resume=moved)
     pw, sw = split(whole / "last.h5")
     pm, sm = split(moved / "last.h5")
     out["resume_params"], out["resume_stats"] = max_diff(pw, pm), max_diff(sw, sm)
@@ -150,7 +156,7 @@ def step_traffic(work: Path) -> dict:
     data.close()
     network = build_network(cfg.model, shape, seed=1)
     step = build_train_step(network, cfg.training, "JAX", batch_size=64)
-    sharded = DataParallel(4).wrap(step.fn)
+    sharded = DataParallel(N, "gpu" if GPUS else "cpu").wrap(step.fn)
     x = np.zeros((64, *shape), np.float32)
     y = np.zeros(64, np.int32)
     hlo = sharded.compiled_text(x, y)
@@ -162,5 +168,19 @@ def step_traffic(work: Path) -> dict:
     return traffic
 
 
+#: On GPUs (scripts/gpu_check.sh) the child itself fails when a difference exceeds these.
+GPU_LIMITS = {
+    "sync_params": 1e-5,
+    "sync_stats": 1e-6,
+    "ghost_params": 1e-5,
+    "ghost_stats": 1e-6,
+    "recompute": 1e-6,
+    "resume_params": 1e-5,
+    "resume_stats": 1e-6,
+}
+
 if __name__ == "__main__":
-    print("RESULT " + json.dumps(main(Path(sys.argv[1]))))
+    result = main(Path(sys.argv[1]))
+    print("RESULT " + json.dumps(result))
+    over = {k: result[k] for k, limit in GPU_LIMITS.items() if GPUS and result[k] > limit}
+    sys.exit(f"over the limits: {over}" if over else 0)
