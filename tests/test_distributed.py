@@ -84,3 +84,26 @@ def test_compiled_step_all_reduces_gradients_and_gathers_no_parameters(measured)
     traffic = measured["traffic"]
     assert traffic["all-reduce"] >= traffic["param_bytes"]  # every gradient is summed
     assert traffic["float_gathers"] == 0
+
+
+def test_more_devices_than_jax_sees_is_a_usage_error(tiny_config_file):
+    from click.testing import CliRunner
+
+    from bntrain.cli import main
+
+    r = CliRunner().invoke(main, ["fit", str(tiny_config_file), "--devices", "64", "-q"])
+    assert r.exit_code == 2, r.output
+    assert "devices: 64 requested but JAX sees" in r.output
+    assert "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["fit", str(tiny_config_file), "--devices", "two"])
+    assert r.exit_code == 2
+    assert "'two' is not auto or a device count >= 1" in r.output
+
+
+def test_several_devices_need_the_jax_backend():
+    from bntrain.backend import Runtime
+    from bntrain.parallel import resolve_devices
+
+    assert resolve_devices("auto", Runtime("jax", "cpu")) == 1
+    with pytest.raises(UsageError, match="devices: 2 needs backend jax"):
+        resolve_devices(2, Runtime("numba", "cpu"))
