@@ -169,11 +169,10 @@ class Oracle:
             self.slots.update({f"{k}.velocity": zero[k].copy() for k in self.trainable})
         elif optimizer == "rmsprop":
             self.slots.update({f"{k}.accu": zero[k].copy() for k in self.trainable})
-        else:
-            if optimizer in ("adam", "adamw"):
-                self.slots.update({f"{k}.m": zero[k].copy() for k in self.trainable})
-                self.slots.update({f"{k}.v": zero[k].copy() for k in self.trainable})
-                self.slots["adam.t"] = np.float64(0)
+        elif optimizer in ("adam", "adamw"):
+            self.slots.update({f"{k}.m": zero[k].copy() for k in self.trainable})
+            self.slots.update({f"{k}.v": zero[k].copy() for k in self.trainable})
+            self.slots["adam.t"] = np.float64(0)
 
     def step(self, x, y, lr):
         P, S = self.P, self.slots
