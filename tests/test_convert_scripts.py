@@ -163,6 +163,7 @@ def _fake_cifar(folder: Path, rng: np.random.Generator) -> dict[str, tuple[np.nd
     return {
         "train": (np.concatenate(xs[:5]), np.concatenate(ys[:5])),
         "test": (xs[5], ys[5]),
+        "test_rows": data,  # the test batch's rows as pickled: 1024 red, green, blue values
     }
 
 
@@ -176,8 +177,14 @@ def test_cifar_round_trip(tmp_path: Path, cifar: ModuleType) -> None:
             xs, ys = ds.read(slice(None))
             assert ds.example_shape == (3, 32, 32) and xs.dtype == np.uint8
             assert np.array_equal(xs, x) and np.array_equal(ys, y)
-    # channel layout: row = 1024 red, 1024 green, 1024 blue values
-    assert np.array_equal(parts["test"][0][0, 1].ravel(), parts["test"][0][0].ravel()[1024:2048])
+    # channel layout of the converted file: a pickled row is 1024 red, 1024 green, 1024 blue
+    # values, each channel row-major over 32 x 32 pixels
+    rows = parts["test_rows"]
+    with open_dataset({"path": "out/cifar10_test.h5"}, tmp_path, "data") as ds:
+        xs, _ = ds.read(slice(None))
+    for channel in range(3):
+        for r, c in ((0, 0), (0, 31), (5, 7), (31, 0), (31, 31)):
+            assert xs[1, channel, r, c] == rows[1, 1024 * channel + 32 * r + c]
 
 
 class _Evil:

@@ -19,7 +19,8 @@ def _net(cfg, shape=(64,), seed=0):
 
 
 def test_auto_inserts_bn_after_every_weighted_layer_but_the_output():
-    net = _net(_cfg())
+    # epsilon and alpha away from the layer's defaults (1e-4, 0.1): they must come from the config
+    net = _net(_cfg(overrides=["model.batch_norm.epsilon=0.003", "model.batch_norm.alpha=0.35"]))
     assert [l.name for l in net.layers] == [
         "input",
         "dense1",
@@ -35,7 +36,9 @@ def test_auto_inserts_bn_after_every_weighted_layer_but_the_output():
     assert (
         d1.b is None and d1.nonlinearity is nonlinearities.identity
     )  # bias removed, nonlinearity moved
-    assert isinstance(bn1, L.BatchNormLayer) and bn1.epsilon == 1e-4 and bn1.alpha == 0.1
+    for bn in (bn1, net.layer("dense2_bn")):
+        assert isinstance(bn, L.BatchNormLayer) and bn.epsilon == 0.003 and bn.alpha == 0.35
+        assert bn.axes == (0,)
     assert nl1.nonlinearity is nonlinearities.rectify
     assert net.layer("dense2_bn_nonlin").nonlinearity is nonlinearities.tanh
     out = net.layer("dense3")

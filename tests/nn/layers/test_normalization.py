@@ -152,9 +152,25 @@ def test_bad_flag_type_and_wrong_ndim_raise():
 
 
 def test_no_updates_collected_when_collect_updates_is_none():
-    bn = BatchNormLayer((None, 3))
-    out = bn.get_output_for(pt.matrix(), collect_updates=None)
-    assert out.ndim == 2
+    """Training mode without a dict: batch statistics, and the stored averages never move."""
+    bn = BatchNormLayer((None, 3), epsilon=1e-3)
+    bn.mean.set_value(np.array([0.5, -1.0, 2.0], np.float32))
+    bn.inv_std.set_value(np.array([2.0, 0.5, 1.5], np.float32))
+    x = pt.matrix()
+    out = bn.get_output_for(x, collect_updates=None)
+    f = pytensor.function([x], out)
+    assert f.maker.fgraph.update_mapping == {}  # nothing hidden in default_update either
+    data = np.random.default_rng(0).normal(2.0, 3.0, size=(9, 3)).astype(np.float32)
+    for _ in range(2):
+        y = f(data)
+    d = data.astype(np.float64)
+    np.testing.assert_allclose(y, (d - d.mean(0)) / np.sqrt(d.var(0) + 1e-3), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(bn.mean.get_value(), [0.5, -1.0, 2.0])
+    np.testing.assert_array_equal(bn.inv_std.get_value(), [2.0, 0.5, 1.5])
+    # the same call with a dict collects exactly the two averages
+    collected = {}
+    bn.get_output_for(x, collect_updates=collected)
+    assert list(collected) == [bn.mean, bn.inv_std]
 
 
 # --------------------------------------------------------------------------- the two flags
