@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections import OrderedDict, deque
 
@@ -73,11 +74,15 @@ def get_output(layer_or_layers, inputs=None, return_updates=False, **kwargs):
         replace their output.
     return_updates : bool
         Also return the updates the layers asked for (the batch-norm moving
-        averages) as an ``OrderedDict``.  Lasagne hid them in
-        ``default_update``; here the caller passes them to
-        ``pytensor.function(..., updates=...)`` explicitly.
+        averages, the dropout generators' next states) as an ``OrderedDict``
+        for the caller to pass to ``pytensor.function(..., updates=...)``;
+        the graph then carries no hidden updates.  Without it the layers
+        attach their updates the way Lasagne did, as ``default_update`` of
+        clones of their shared variables, which ``pytensor.function`` applies
+        on its own.
     **kwargs
-        Passed to every layer's ``get_output_for``: ``deterministic``,
+        Passed to each layer's ``get_output_for`` when it accepts them (a
+        ``**kwargs`` catch-all accepts all): ``deterministic``,
         ``batch_norm_use_averages``, ``batch_norm_update_averages``...
 
     Returns
@@ -118,7 +123,14 @@ def get_output(layer_or_layers, inputs=None, return_updates=False, **kwargs):
                 f"free-floating layer {layer!r}. Please call it with a dictionary mapping "
                 f"this layer to an input expression."
             ) from None
-        all_outputs[layer] = layer.get_output_for(layer_inputs, collect_updates=updates, **kwargs)
+        layer_kwargs = dict(kwargs, collect_updates=updates) if return_updates else kwargs
+        all_outputs[layer] = layer.get_output_for(
+            layer_inputs, **_accepted(layer.get_output_for, layer_kwargs)
+        )
+        try:
+            accepted_kwargs |= set(utils.inspect_kwargs(layer.get_output_for))
+        except TypeError:  # not introspectable (a builtin)
+            pass
         accepted_kwargs |= set(layer.get_output_kwargs)
     unused_kwargs = set(kwargs) - accepted_kwargs
     if unused_kwargs:
@@ -129,19 +141,26 @@ def get_output(layer_or_layers, inputs=None, return_updates=False, **kwargs):
         warnings.warn(
             f"get_output() was called with unused kwargs: {', '.join(suggestions)}", stacklevel=2
         )
-    if updates and not return_updates:
-        warnings.warn(
-            f"get_output() built {len(updates)} layer update(s) (batch-norm moving averages, "
-            "dropout generator state) that are being dropped; call "
-            "get_output(..., return_updates=True) and pass the updates to "
-            "pytensor.function(..., updates=...)",
-            stacklevel=2,
-        )
     try:
         outputs = [all_outputs[layer] for layer in layer_or_layers]
     except TypeError:
         outputs = all_outputs[layer_or_layers]
     return (outputs, updates) if return_updates else outputs
+
+
+def _accepted(fn, kwargs: dict) -> dict:
+    """The entries of ``kwargs`` that ``fn`` takes by keyword (all of them with ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # not introspectable: pass everything, as Lasagne did
+        return kwargs
+    names = set()
+    for p in params:
+        if p.kind is p.VAR_KEYWORD:
+            return kwargs
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            names.add(p.name)
+    return {k: v for k, v in kwargs.items() if k in names}
 
 
 def get_output_shape(layer_or_layers, input_shapes=None):

@@ -3,8 +3,9 @@
 The random state lives in the layer, as a PyTensor shared variable holding a
 :class:`numpy.random.Generator` (``layer.rng``), never in a package-global
 stream.  ``get_output_for`` adds ``layer.rng -> next state`` to the updates it
-is given, so a function compiled with those updates draws a fresh mask on every
-call, and a checkpoint can save ``layer.rng.get_value().bit_generator.state``.
+is given (or, given none, hides it in the graph as Lasagne did), so a compiled
+function draws a fresh mask on every call, and a checkpoint can save
+``layer.rng.get_value().bit_generator.state``.
 
 Examples
 --------
@@ -26,6 +27,7 @@ import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 
 from .. import random, utils
+from .._default_updates import draw
 from .base import Layer
 from .special import _check_kwargs, _label
 
@@ -79,9 +81,12 @@ class DropoutLayer(Layer):
     -----
     ``get_output_for(input, deterministic=True)`` (or ``p == 0``) returns the
     input unchanged.  Otherwise the mask is drawn from ``self.rng`` and, when
-    the caller passes ``collect_updates`` (as :func:`get_output` does), the
-    update ``self.rng -> next state`` is added to it: pass those updates to
-    ``pytensor.function`` or every call reuses the same mask.  In JAX mode
+    the caller passes ``collect_updates`` (as ``get_output(...,
+    return_updates=True)`` does), the update ``self.rng -> next state`` is
+    added to it: pass those updates to ``pytensor.function`` or every call
+    reuses the same mask.  Without ``collect_updates`` the update is hidden in
+    the graph as Lasagne did (``default_update`` of a clone of ``self.rng``),
+    and every compiled call draws a fresh mask by itself.  In JAX mode
     PyTensor compiles a private copy of the generator: successive calls still
     differ, but ``self.rng`` itself does not advance.
     """
@@ -159,14 +164,11 @@ class DropoutLayer(Layer):
             1 if a in shared else (static[a] if static[a] is not None else input.shape[a])
             for a in range(input.ndim)
         )
-        next_rng, draws = pt.random.bernoulli(
-            retain, size=mask_shape, rng=self.rng, return_next_rng=True
+        mask = pt.cast(
+            draw(self.rng, collect_updates, pt.random.bernoulli, retain, size=mask_shape), dtype
         )
-        mask = pt.cast(draws, dtype)
         if shared:
             mask = pt.specify_broadcastable(mask, *sorted(shared))
-        if collect_updates is not None:
-            collect_updates[self.rng] = next_rng
         if self.rescale:
             input = input / retain
         return input * mask
