@@ -25,8 +25,22 @@ from .. import init, nonlinearities
 from .._default_updates import with_default_update
 from .base import Layer
 from .special import NonlinearityLayer
+from .standardization import (
+    LocalResponseNormalization2DLayer,
+    StandardizationLayer,
+    instance_norm,
+    layer_norm,
+)
 
-__all__ = ["BatchNormLayer", "batch_norm"]
+__all__ = [
+    "BatchNormLayer",
+    "batch_norm",
+    # Lasagne's lasagne.layers.normalization holds these too
+    "LocalResponseNormalization2DLayer",
+    "StandardizationLayer",
+    "instance_norm",
+    "layer_norm",
+]
 
 
 class BatchNormLayer(Layer):
