@@ -56,6 +56,7 @@ __all__ = [
     "adadelta",
     "adam",
     "adamax",
+    "amsgrad",
     "norm_constraint",
     "total_norm_constraint",
     "apply_weight_decay",
@@ -358,6 +359,43 @@ def adamax(
         updates[m_prev] = m_t
         updates[u_prev] = u_t
         updates[param] = param - a_t * m_t / (u_t + eps)
+    updates[t_prev] = t
+    return updates
+
+
+def amsgrad(
+    loss_or_grads, params, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8
+) -> OrderedDict:
+    """AMSGrad (Reddi et al. 2018): Adam whose second moment never decreases.
+
+    As :func:`adam`, with ``v_hat <- max(v_hat, v)`` in place of ``v`` in the step:
+    ``param <- param - lr sqrt(1 - beta2**t) / (1 - beta1**t) * m / (sqrt(v_hat) + epsilon)``.
+
+    State: ``'<param>.m'``, ``'<param>.v'``, ``'<param>.v_hat'`` and the step
+    counter ``'amsgrad.t'``.
+    """
+    params = _param_list(params, "amsgrad")
+    grads = get_or_compute_grads(loss_or_grads, params)
+    lr = _scalar(learning_rate, "learning_rate", "amsgrad")
+    beta1 = _scalar(beta1, "beta1", "amsgrad")
+    beta2 = _scalar(beta2, "beta2", "amsgrad")
+    eps = _scalar(epsilon, "epsilon", "amsgrad")
+    one = _const(1)
+    t_prev = _step_counter("amsgrad.t")
+    t = t_prev + one
+    a_t = lr * pt.sqrt(one - beta2**t) / (one - beta1**t)
+    updates = OrderedDict()
+    for param, g_t, base in zip(params, grads, _state_base(params), strict=True):
+        m_prev = _state_var(param, f"{base}.m")
+        v_prev = _state_var(param, f"{base}.v")
+        v_hat_prev = _state_var(param, f"{base}.v_hat")
+        m_t = beta1 * m_prev + (one - beta1) * g_t
+        v_t = beta2 * v_prev + (one - beta2) * pt.sqr(g_t)
+        v_hat_t = pt.maximum(v_hat_prev, v_t)
+        updates[m_prev] = m_t
+        updates[v_prev] = v_t
+        updates[v_hat_prev] = v_hat_t
+        updates[param] = param - a_t * m_t / (pt.sqrt(v_hat_t) + eps)
     updates[t_prev] = t
     return updates
 

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import warnings
 from collections import OrderedDict, deque
 
 import numpy as np
-import pytensor.tensor as pt
 
 from .. import utils
-from .base import MergeLayer
+from .base import Layer, MergeLayer
 from .input import InputLayer
 
 __all__ = [
@@ -89,6 +89,13 @@ def get_output(layer_or_layers, inputs=None, return_updates=False, **kwargs):
     -------
     output or list of outputs, or ``(output, updates)`` with ``return_updates``
     """
+    if isinstance(inputs, dict):
+        for key in inputs:
+            if key is not None and not isinstance(key, Layer):
+                raise TypeError(
+                    f"get_output(): the keys of the inputs dictionary must be layers "
+                    f"(or None for a missing input layer), got {type(key).__name__}"
+                )
     accepted_kwargs = {"deterministic"}
     treat_as_input = list(inputs.keys()) if isinstance(inputs, dict) else []
     all_layers = get_all_layers(layer_or_layers, treat_as_input)
@@ -98,7 +105,9 @@ def get_output(layer_or_layers, inputs=None, return_updates=False, **kwargs):
         if isinstance(layer, InputLayer) and layer not in treat_as_input
     }
     if isinstance(inputs, dict):
-        all_outputs.update((layer, pt.as_tensor_variable(expr)) for layer, expr in inputs.items())
+        all_outputs.update(
+            (layer, utils.as_theano_expression(expr)) for layer, expr in inputs.items()
+        )
     elif inputs is not None:
         if len(all_outputs) > 1:
             raise ValueError(
@@ -107,7 +116,7 @@ def get_output(layer_or_layers, inputs=None, return_updates=False, **kwargs):
                 "instead."
             )
         for input_layer in all_outputs:
-            all_outputs[input_layer] = pt.as_tensor_variable(inputs)
+            all_outputs[input_layer] = utils.as_theano_expression(inputs)
     updates = OrderedDict()
     for layer in all_layers:
         if layer in all_outputs:
@@ -136,7 +145,8 @@ def get_output(layer_or_layers, inputs=None, return_updates=False, **kwargs):
     if unused_kwargs:
         suggestions = []
         for kwarg in sorted(unused_kwargs):
-            hint = utils.close_matches(kwarg, accepted_kwargs)
+            match = difflib.get_close_matches(kwarg, list(accepted_kwargs), n=1)
+            hint = f" (perhaps you meant {match[0]})" if match else ""  # Lasagne's wording
             suggestions.append(f"{kwarg!r}{hint}")
         warnings.warn(
             f"get_output() was called with unused kwargs: {', '.join(suggestions)}", stacklevel=2
