@@ -11,4 +11,5 @@ from .normalization import *  # noqa: F403
 from .pool import *  # noqa: F403
 from .shape import *  # noqa: F403
 from .special import *  # noqa: F403
+from .transformer import *  # noqa: F403
 from .upscale import *  # noqa: F403
