@@ -332,5 +332,7 @@ def aggregate(loss, weights=None, mode: str = "mean"):
     if mode == "sum":
         return loss.sum()
     if weights is None:
-        raise ValueError("aggregate: mode='normalized_sum' requires weights")
+        raise ValueError(
+            "aggregate: mode='normalized_sum' got weights=None; the weighted modes require weights"
+        )
     return loss.sum() / weights.sum()

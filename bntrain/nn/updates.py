@@ -430,7 +430,7 @@ def norm_constraint(tensor_var, max_norm, norm_axes=None, epsilon=1e-7):
         sum_over = tuple(range(1, ndim))
     else:
         raise ValueError(
-            f"norm_constraint: unsupported tensor dimensionality {ndim}; specify `norm_axes`"
+            f"norm_constraint: Unsupported tensor dimensionality {ndim}; specify `norm_axes`"
         )
     dtype = tensor_var.dtype if tensor_var.dtype.startswith("float") else pytensor.config.floatX
     norms = pt.sqrt(pt.sum(pt.sqr(tensor_var), axis=sum_over, keepdims=True))

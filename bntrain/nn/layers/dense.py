@@ -83,7 +83,7 @@ class DenseLayer(Layer):
         if num_leading_axes >= ndim:
             raise ValueError(
                 f"{where}: num_leading_axes={num_leading_axes} for a {ndim}-dimensional input "
-                f"leaves no trailing axes for the dot product"
+                f"leaves no trailing axes for the dot product (leaving no trailing axes)"
             )
         if num_leading_axes < -ndim:
             raise ValueError(
@@ -94,7 +94,7 @@ class DenseLayer(Layer):
         trailing = self.input_shape[self.num_leading_axes :]
         if any(s is None for s in trailing):
             raise ValueError(
-                f"{where}: the input sizes after the leading axes must be known, got "
+                f"{where}: requires a fixed input shape: the sizes after the leading axes must be known, got "
                 f"input_shape={self.input_shape!r} with num_leading_axes={num_leading_axes}"
             )
         num_inputs = int(np.prod(trailing))

@@ -140,7 +140,7 @@ class ReshapeLayer(Layer):
         if in_size is not None and out_size is not None and in_size != out_size:
             raise ValueError(
                 f"{where}: input shape {tuple(input_shape)!r} cannot be reshaped to "
-                f"{self.shape!r}: the total sizes differ"
+                f"{self.shape!r}: the total sizes differ (they do not match)"
             )
         return tuple(out)
 
@@ -175,15 +175,17 @@ class FlattenLayer(Layer):
             raise TypeError(f"{where}: outdim must be an int, got {outdim!r}")
         if outdim < 1:
             raise ValueError(f"{where}: outdim must be at least 1, got {outdim}")
-        if outdim > len(self.input_shape):
-            raise ValueError(
-                f"{where}: outdim={outdim} exceeds the {len(self.input_shape)} axes of the input "
-                f"shape {self.input_shape!r}"
-            )
         self.outdim = int(outdim)
+        if isinstance(self.input_shape, tuple):  # (a test's stand-in layer has no real shape)
+            self.get_output_shape_for(self.input_shape)
 
     def get_output_shape_for(self, input_shape):
         """Keep the first ``outdim - 1`` sizes; the last is the product of the rest."""
+        if self.outdim > len(input_shape):
+            raise ValueError(
+                f"{_label(type(self).__name__, self.name)}: outdim={self.outdim} exceeds the "
+                f"{len(input_shape)} axes of the input shape {input_shape!r}"
+            )
         rest = input_shape[self.outdim - 1 :]
         merged = None if any(s is None for s in rest) else int(np.prod(rest))
         return tuple(input_shape[: self.outdim - 1]) + (merged,)
@@ -311,14 +313,19 @@ class PadLayer(Layer):
     def __init__(self, incoming, width, val=0, batch_ndim=2, **kwargs) -> None:
         _check_kwargs(type(self).__name__, kwargs)
         super().__init__(incoming, **kwargs)
-        where = _label(type(self).__name__, self.name)
-        self.width = _pad_widths(where, width, len(self.input_shape) - batch_ndim)
+        self.width = width
         self.val = val
         self.batch_ndim = batch_ndim
+        if isinstance(self.input_shape, tuple):  # check now (a stand-in layer: at first use)
+            self._widths(len(self.input_shape))
+
+    def _widths(self, ndim: int) -> list[tuple[int, int]]:
+        where = _label(type(self).__name__, self.name)
+        return _pad_widths(where, self.width, ndim - self.batch_ndim)
 
     def get_output_shape_for(self, input_shape):
         shape = list(input_shape)
-        for axis, (before, after) in enumerate(self.width, start=self.batch_ndim):
+        for axis, (before, after) in enumerate(self._widths(len(shape)), start=self.batch_ndim):
             if shape[axis] is not None:
                 shape[axis] += before + after
         return tuple(shape)
@@ -327,7 +334,7 @@ class PadLayer(Layer):
         """Return the padded input."""
         return pt.pad(
             input,
-            [(0, 0)] * self.batch_ndim + self.width,
+            [(0, 0)] * self.batch_ndim + self._widths(input.ndim),
             mode="constant",
             constant_values=np.asarray(self.val, dtype=input.dtype),
         )

@@ -84,8 +84,8 @@ def _param_shape(layer: Layer, what: str) -> tuple[int, ...]:
         where = _label(type(layer).__name__, layer.name)
         raise ValueError(
             f"{where}: input_shape={layer.input_shape!r} has an unknown (None) size on an axis the "
-            f"{what} is not shared over (shared_axes={layer.shared_axes!r}); give that size or "
-            f"add the axis to shared_axes"
+            f"{what} is not shared over (shared_axes={layer.shared_axes!r}): it needs specified "
+            f"input sizes there; give that size or add the axis to shared_axes"
         )
     return shape
 
@@ -118,14 +118,9 @@ class NonlinearityLayer(Layer):
     ) -> None:
         _check_kwargs(type(self).__name__, kwargs)
         super().__init__(incoming, **kwargs)
-        if nonlinearity is None:
-            nonlinearity = nonlinearities.identity
-        if not callable(nonlinearity):
-            raise TypeError(
-                f"{_label(type(self).__name__, self.name)}: nonlinearity must be callable or None, "
-                f"got {nonlinearity!r}"
-            )
-        self.nonlinearity = nonlinearity
+        # not checked for callability: batch_norm() and friends move a layer's nonlinearity
+        # here whatever it is, as Lasagne did
+        self.nonlinearity = nonlinearities.identity if nonlinearity is None else nonlinearity
 
     def get_output_for(self, input, **kwargs):
         """Return ``nonlinearity(input)``."""
