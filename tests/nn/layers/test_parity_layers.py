@@ -250,7 +250,7 @@ def test_feature_pool_is_maxout():
 def test_feature_wta_keeps_each_groups_first_maximum():
     x = np.array([[3, 1, 2, 2, -1, 0]], F32)
     layer = FeatureWTALayer(InputLayer((None, 6)), 3)
-    np.testing.assert_array_equal(run(layer, x), [[3, 0, 0, 0, 0, 0]])
+    np.testing.assert_array_equal(run(layer, x), [[3, 0, 0, 2, 0, 0]])
     x = RNG.normal(size=(4, 6, 2)).astype(F32)
     grouped = x.reshape(4, 2, 3, 2)
     want = np.where(grouped == grouped.max(axis=2, keepdims=True), grouped, 0).reshape(x.shape)
