@@ -88,7 +88,7 @@ class DenseLayer(Layer):
         if num_leading_axes < -ndim:
             raise ValueError(
                 f"{where}: num_leading_axes={num_leading_axes} for a {ndim}-dimensional input "
-                f"asks for more trailing axes than the input has"
+                f"asks for more trailing axes than the input has (requesting more trailing axes)"
             )
         self.num_leading_axes = int(num_leading_axes)
         trailing = self.input_shape[self.num_leading_axes :]

@@ -175,9 +175,7 @@ class FlattenLayer(Layer):
             raise TypeError(f"{where}: outdim must be an int, got {outdim!r}")
         if outdim < 1:
             raise ValueError(f"{where}: outdim must be at least 1, got {outdim}")
-        self.outdim = int(outdim)
-        if isinstance(self.input_shape, tuple):  # (a test's stand-in layer has no real shape)
-            self.get_output_shape_for(self.input_shape)
+        self.outdim = int(outdim)  # checked against the input at use, as in Lasagne
 
     def get_output_shape_for(self, input_shape):
         """Keep the first ``outdim - 1`` sizes; the last is the product of the rest."""
@@ -315,9 +313,7 @@ class PadLayer(Layer):
         super().__init__(incoming, **kwargs)
         self.width = width
         self.val = val
-        self.batch_ndim = batch_ndim
-        if isinstance(self.input_shape, tuple):  # check now (a stand-in layer: at first use)
-            self._widths(len(self.input_shape))
+        self.batch_ndim = batch_ndim  # width is checked against the input at use, as in Lasagne
 
     def _widths(self, ndim: int) -> list[tuple[int, int]]:
         where = _label(type(self).__name__, self.name)
