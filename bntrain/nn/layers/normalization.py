@@ -147,7 +147,7 @@ class BatchNormLayer(Layer):
         shape = tuple(size for axis, size in enumerate(self.input_shape) if axis not in self.axes)
         if any(size is None for size in shape):
             raise ValueError(
-                f"{self._describe()}: needs specified input sizes on every axis not normalized over, but "
+                f"{self._describe()}: needs specified input sizes (a known size on every axis not normalized over), but "
                 f"input_shape={self.input_shape!r} with axes={self.axes!r} leaves "
                 f"shape {shape!r}; add the unknown axes to `axes` or give their size"
             )
