@@ -253,10 +253,15 @@ def inspect_kwargs(func) -> list[str]:
 
 def compute_norms(array, norm_axes=None):
     """Compute incoming weight-vector norms of a NumPy array or tensor (Lasagne's helper)."""
+    if not isinstance(array, np.ndarray | Variable):
+        raise RuntimeError(
+            f"Unsupported type {type(array).__name__}: compute_norms takes a NumPy array or a "
+            f"PyTensor expression"
+        )
     ndim = array.ndim
     if norm_axes is None:
-        if ndim == 1:
-            norm_axes = (0,)
+        if ndim == 1:  # a vector of biases: one norm per element, as in Lasagne
+            norm_axes = ()
         elif ndim == 2:
             norm_axes = (0,)
         elif ndim in (3, 4, 5):

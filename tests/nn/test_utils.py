@@ -73,3 +73,15 @@ def test_as_theano_expression():
     np.testing.assert_array_equal(as_theano_expression([[1, 2]]).eval(), [[1, 2]])
     with pytest.raises(TypeError, match="not a PyTensor expression"):
         as_theano_expression({})
+
+
+def test_compute_norms_of_a_vector_are_absolute_values_and_lists_are_refused():
+    from bntrain.nn.utils import compute_norms
+
+    v = np.array([-3.0, 4.0, 0.5], np.float32)
+    norms = compute_norms(v)
+    assert norms.dtype == np.float32
+    np.testing.assert_allclose(norms, np.abs(v))
+    np.testing.assert_allclose(compute_norms(pt.constant(v)).eval(), np.abs(v))
+    with pytest.raises(RuntimeError, match="Unsupported type list"):
+        compute_norms([[1, 2], [3, 4]])
