@@ -12,3 +12,5 @@ from .pool import *  # noqa: F403
 from .renorm import *  # noqa: F403
 from .shape import *  # noqa: F403
 from .special import *  # noqa: F403
+from .transformer import *  # noqa: F403
+from .upscale import *  # noqa: F403

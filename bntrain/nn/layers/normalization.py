@@ -2,10 +2,12 @@
 
 :class:`BatchNormLayer` normalizes its input with batch statistics during
 training and with stored averages at test time; :func:`batch_norm` inserts one
-into an existing layer stack.  Unlike Lasagne, the moving-average updates are
-not hidden in ``default_update``: the layer adds them to the ``collect_updates``
-dictionary that :func:`~bntrain.nn.layers.get_output` passes in, and the caller
-hands them to ``pytensor.function(..., updates=...)``.
+into an existing layer stack.  With ``get_output(..., return_updates=True)``
+the moving-average updates go to the ``collect_updates`` dictionary and the
+caller hands them to ``pytensor.function(..., updates=...)`` (what bntrain's
+own code does); without it they are hidden in ``default_update`` as Lasagne
+did, so ported code that compiles only its optimizer updates still trains
+the averages.
 """
 
 from __future__ import annotations
@@ -16,13 +18,29 @@ from collections.abc import Collection
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
+from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Variable
 
 from .. import init, nonlinearities
+from .._default_updates import with_default_update
 from .base import Layer
 from .special import NonlinearityLayer
+from .standardization import (
+    LocalResponseNormalization2DLayer,
+    StandardizationLayer,
+    instance_norm,
+    layer_norm,
+)
 
-__all__ = ["BatchNormLayer", "batch_norm"]
+__all__ = [
+    "BatchNormLayer",
+    "batch_norm",
+    # Lasagne's lasagne.layers.normalization holds these too
+    "LocalResponseNormalization2DLayer",
+    "StandardizationLayer",
+    "instance_norm",
+    "layer_norm",
+]
 
 
 class BatchNormLayer(Layer):
@@ -75,8 +93,12 @@ class BatchNormLayer(Layer):
         Normalize with the stored averages instead of the batch statistics.
         Defaults to ``deterministic``.
     ``batch_norm_update_averages``
-        Add the moving-average updates of ``mean`` and ``inv_std`` to
-        ``collect_updates``.  Defaults to ``not deterministic``.
+        Update the moving averages of ``mean`` and ``inv_std``.  Defaults to
+        ``not deterministic``.  The updates go to ``collect_updates`` when
+        one is given (``get_output(..., return_updates=True)``); otherwise
+        they are attached as Lasagne did, as ``default_update`` of clones of
+        ``mean`` and ``inv_std`` that the output depends on, so any
+        ``pytensor.function`` compiled from the output updates the averages.
 
     Extension over Lasagne: either switch may also be a collection (set,
     frozenset, list or tuple) of :class:`BatchNormLayer` instances, in which
@@ -125,7 +147,7 @@ class BatchNormLayer(Layer):
         shape = tuple(size for axis, size in enumerate(self.input_shape) if axis not in self.axes)
         if any(size is None for size in shape):
             raise ValueError(
-                f"{self._describe()}: every axis not normalized over needs a known size, but "
+                f"{self._describe()}: needs specified input sizes (a known size on every axis not normalized over), but "
                 f"input_shape={self.input_shape!r} with axes={self.axes!r} leaves "
                 f"shape {shape!r}; add the unknown axes to `axes` or give their size"
             )
@@ -214,6 +236,26 @@ class BatchNormLayer(Layer):
         pattern = ["x" if axis in self.axes else next(kept) for axis in range(input.ndim)]
         return param.dimshuffle(pattern)
 
+    def _update_average(self, stat, batch_value, collect_updates):
+        """Add ``stat``'s moving-average update to ``collect_updates``, or hide it in the graph.
+
+        Returns what the graph should use for ``stat``: ``stat`` itself, or
+        (``collect_updates`` is None) a clone carrying the update as its
+        ``default_update``, as Lasagne did.
+        """
+
+        def moved(current):
+            alpha = pt.cast(self.alpha, stat.dtype)
+            one = np.asarray(1, dtype=stat.dtype)
+            return (one - alpha) * current + alpha * pt.cast(batch_value, stat.dtype)
+
+        if collect_updates is not None:
+            collect_updates[stat] = moved(stat)
+            return stat
+        if not isinstance(stat, SharedVariable):  # an expression: nothing to update
+            return stat
+        return with_default_update(stat, moved)
+
     def get_output_for(
         self,
         input,
@@ -236,11 +278,11 @@ class BatchNormLayer(Layer):
             Normalize with the stored ``mean`` and ``inv_std`` rather than the
             batch statistics; a collection means "only for these layers".
         batch_norm_update_averages : bool or collection of BatchNormLayer, optional
-            Add the moving-average updates to ``collect_updates``; a
-            collection means "only for these layers".  Ignored when
-            ``collect_updates`` is None.
+            Update the moving averages; a collection means "only for these
+            layers".
         collect_updates : dict, optional
             Receives ``{self.mean: new_mean, self.inv_std: new_inv_std}``.
+            Without it the updates are hidden in the graph (``default_update``).
         **kwargs
             Ignored (other layers' options).
 
@@ -275,17 +317,24 @@ class BatchNormLayer(Layer):
             eps = pt.cast(self.epsilon, dtype)
             batch_inv_std = pt.reciprocal(pt.sqrt(batch_var + eps))
 
-        if update_averages and collect_updates is not None:
-            for stat, batch_value in ((self.mean, batch_mean), (self.inv_std, batch_inv_std)):
-                alpha = pt.cast(self.alpha, stat.dtype)
-                one = np.asarray(1, dtype=stat.dtype)
-                new = (one - alpha) * stat + alpha * pt.cast(batch_value, stat.dtype)
-                collect_updates[stat] = new
+        stored_mean, stored_inv_std = self.mean, self.inv_std
+        if update_averages:
+            stored_mean, stored_inv_std = (
+                self._update_average(stat, batch_value, collect_updates)
+                for stat, batch_value in ((self.mean, batch_mean), (self.inv_std, batch_inv_std))
+            )
 
         if use_averages:
-            mean, inv_std = pt.cast(self.mean, dtype), pt.cast(self.inv_std, dtype)
+            mean, inv_std = pt.cast(stored_mean, dtype), pt.cast(stored_inv_std, dtype)
         else:
-            mean, inv_std = batch_mean, batch_inv_std
+            # Lasagne's trick: clones carrying hidden updates must be part of the graph
+            mean, inv_std = (
+                batch if stored is stat else batch + pt.cast(0 * stored, dtype)
+                for batch, stored, stat in (
+                    (batch_mean, stored_mean, self.mean),
+                    (batch_inv_std, stored_inv_std, self.inv_std),
+                )
+            )
         scale = inv_std if self.gamma is None else pt.cast(self.gamma, dtype) * inv_std
         output = (input - self._broadcast(mean, input)) * self._broadcast(scale, input)
         if self.beta is not None:

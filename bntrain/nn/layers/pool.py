@@ -37,6 +37,13 @@ from pytensor.graph.basic import Variable
 from .base import Layer
 from .conv import _int_pair
 from .special import _check_kwargs, _label
+from .upscale import (  # noqa: F401  (Lasagne's lasagne.layers.pool holds these too)
+    FeaturePoolLayer,
+    FeatureWTALayer,
+    Upscale1DLayer,
+    Upscale2DLayer,
+    Upscale3DLayer,
+)
 
 __all__ = [
     "Pool2DLayer",

@@ -520,3 +520,48 @@ def test_get_output_for_collects_into_given_dict():
     assert bn.get_output_for(pt.dmatrix(), collect_updates=updates).dtype == "float64"
     assert all(v.dtype == "float32" for v in updates.values())
     assert bn.get_output_for(pt.imatrix()).dtype == "float32"
+
+
+# --------------------------------------------------------------------------- Lasagne's hidden updates
+def test_hidden_updates_move_the_averages_as_the_explicit_path_does():
+    """Ported Lasagne code compiles only its optimizer's updates; the averages must still move."""
+    from bntrain.nn import updates as nn_updates
+    from bntrain.nn.utils import collect_shared_vars
+
+    x_val = np.random.default_rng(11).normal(2.0, 3.0, (8, 3)).astype(F32)
+    stats = {}
+    for path in ("explicit", "hidden"):
+        l_in = InputLayer((None, 3))
+        bn = BatchNormLayer(l_in, alpha=0.3)
+        if path == "explicit":
+            out, bn_updates = get_output(bn, return_updates=True)
+            assert all(v.default_update is None for v in collect_shared_vars(out))
+        else:
+            out, bn_updates = get_output(bn), {}
+        loss = pt.sqr(out - 1).mean()
+        ups = nn_updates.sgd(loss, get_all_params(bn, trainable=True), 0.1)
+        f = pytensor.function([l_in.input_var], loss, updates={**ups, **bn_updates})
+        for _ in range(2):
+            f(x_val)
+        stats[path] = bn.mean.get_value(), bn.inv_std.get_value()
+    _, batch_mean, batch_inv_std = bn_reference(x_val, (0,))
+    # two steps of s <- 0.7 s + 0.3 s_B from mean 0 and inv_std 1
+    np.testing.assert_allclose(stats["hidden"][0], (1 - 0.7**2) * batch_mean, rtol=1e-5)
+    np.testing.assert_allclose(stats["hidden"][1], 0.7**2 + (1 - 0.7**2) * batch_inv_std, rtol=1e-5)
+    for got, want in zip(stats["hidden"], stats["explicit"], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_hidden_updates_only_where_averages_are_updated():
+    from bntrain.nn.utils import collect_shared_vars
+
+    bn = BatchNormLayer((None, 3))
+    for kwargs, hidden in (
+        ({}, True),
+        ({"deterministic": True}, False),
+        ({"batch_norm_update_averages": False}, False),
+        ({"batch_norm_use_averages": True, "batch_norm_update_averages": True}, True),
+    ):
+        out = bn.get_output_for(pt.matrix(), **kwargs)
+        found = [v for v in collect_shared_vars(out) if v.default_update is not None]
+        assert len(found) == (2 if hidden else 0), kwargs
