@@ -151,26 +151,33 @@ def test_bad_flag_type_and_wrong_ndim_raise():
         bn.get_output_for(pt.tensor3())
 
 
-def test_no_updates_collected_when_collect_updates_is_none():
-    """Training mode without a dict: batch statistics, and the stored averages never move."""
-    bn = BatchNormLayer((None, 3), epsilon=1e-3)
-    bn.mean.set_value(np.array([0.5, -1.0, 2.0], np.float32))
-    bn.inv_std.set_value(np.array([2.0, 0.5, 1.5], np.float32))
+def test_updates_hidden_in_default_update_when_collect_updates_is_none():
+    """Training mode without a dict (Lasagne's way): batch statistics, and every call of the
+    compiled function moves the stored averages by itself (default_update)."""
+    bn = BatchNormLayer((None, 3), epsilon=1e-3, alpha=0.25)
+    start_mean = np.array([0.5, -1.0, 2.0], np.float32)
+    start_inv = np.array([2.0, 0.5, 1.5], np.float32)
+    bn.mean.set_value(start_mean)
+    bn.inv_std.set_value(start_inv)
     x = pt.matrix()
     out = bn.get_output_for(x, collect_updates=None)
     f = pytensor.function([x], out)
-    assert f.maker.fgraph.update_mapping == {}  # nothing hidden in default_update either
+    assert len(f.maker.fgraph.update_mapping) == 2  # the two averages, hidden in the graph
     data = np.random.default_rng(0).normal(2.0, 3.0, size=(9, 3)).astype(np.float32)
+    d = data.astype(np.float64)
+    mean, inv = start_mean.astype(np.float64), start_inv.astype(np.float64)
     for _ in range(2):
         y = f(data)
-    d = data.astype(np.float64)
+        mean = 0.75 * mean + 0.25 * d.mean(0)
+        inv = 0.75 * inv + 0.25 / np.sqrt(d.var(0) + 1e-3)
     np.testing.assert_allclose(y, (d - d.mean(0)) / np.sqrt(d.var(0) + 1e-3), rtol=1e-5, atol=1e-6)
-    np.testing.assert_array_equal(bn.mean.get_value(), [0.5, -1.0, 2.0])
-    np.testing.assert_array_equal(bn.inv_std.get_value(), [2.0, 0.5, 1.5])
-    # the same call with a dict collects exactly the two averages
+    np.testing.assert_allclose(bn.mean.get_value(), mean, rtol=1e-5)
+    np.testing.assert_allclose(bn.inv_std.get_value(), inv, rtol=1e-5)
+    # the same call with a dict collects exactly the two averages and hides nothing
     collected = {}
-    bn.get_output_for(x, collect_updates=collected)
+    out = bn.get_output_for(x, collect_updates=collected)
     assert list(collected) == [bn.mean, bn.inv_std]
+    assert pytensor.function([x], out).maker.fgraph.update_mapping == {}
 
 
 # --------------------------------------------------------------------------- the two flags
