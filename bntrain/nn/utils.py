@@ -188,12 +188,12 @@ def unroll_scan(fn, sequences, outputs_info, non_sequences, n_steps, go_backward
     fn : callable
         Called once per step as ``fn(*sequence_slices, *previous_outputs,
         *non_sequences)``; returns one output or a list of them.
-    sequences : list of tensors
+    sequences : tensor or list of tensors
         Iterated over their first axis; step ``t`` gets ``s[t]`` of each.
-    outputs_info : list
+    outputs_info : value or list
         The initial value of each output fed back into ``fn``, or ``None``
         for an output that is not fed back.
-    non_sequences : list
+    non_sequences : value or list
         Passed unchanged to every step.
     n_steps : int
         The number of steps: a Python int, known when the graph is built.
@@ -216,6 +216,10 @@ def unroll_scan(fn, sequences, outputs_info, non_sequences, n_steps, go_backward
     """
     if isinstance(n_steps, bool) or not isinstance(n_steps, int_types) or n_steps < 1:
         raise ValueError(f"unroll_scan: n_steps must be a positive int, got {n_steps!r}")
+    sequences, outputs_info, non_sequences = (
+        [] if arg is None else list(arg) if isinstance(arg, list | tuple) else [arg]
+        for arg in (sequences, outputs_info, non_sequences)
+    )
     previous = list(outputs_info)
     per_step = []
     steps = range(n_steps - 1, -1, -1) if go_backwards else range(n_steps)

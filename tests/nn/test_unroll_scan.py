@@ -33,7 +33,8 @@ def test_equals_scan(go_backwards):
 
 def test_single_output_and_bad_steps():
     a = pt.dscalar("a")
-    [powers] = unroll_scan(lambda t, prev, a: prev * a, [pt.arange(3)], [1.0], [a], 3)
+    # single values instead of lists, as scan takes them
+    [powers] = unroll_scan(lambda t, prev, a: prev * a, pt.arange(3), 1.0, a, 3)
     np.testing.assert_allclose(powers.eval({a: 3.0}), [3.0, 9.0, 27.0])
     with pytest.raises(ValueError, match="n_steps must be a positive int, got None"):
         unroll_scan(lambda t: t, [pt.arange(3)], [], [], None)

@@ -166,7 +166,8 @@ precompute_input, only_return_final
         index = getattr(self, f"{state}_incoming_index")
         if index > 0:
             return inputs[index]
-        param = getattr(self, state)
+        # a static parameter shape keeps the loop's shapes static, as JAX needs
+        param = pt.specify_shape(getattr(self, state), (1, *self._state_shape()))
         return pt.repeat(param, batch_size, axis=0)
 
     def _precompute(self, seq, updates, **kwargs):

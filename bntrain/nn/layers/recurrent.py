@@ -395,6 +395,11 @@ class _GatedLayer(RecurrenceBase):
                 f"input_shape={self.input_shapes[0]!r}"
             )
         num_inputs = int(np.prod(features))
+        self._stacked_shapes = {
+            "W_in_to": (num_inputs, num_units),
+            "W_hid_to": (num_units, num_units),
+            "b": (num_units,),
+        }
         self._gates = list(gates)
         for name, gate in gates.items():
             if not isinstance(gate, Gate):
@@ -417,7 +422,13 @@ class _GatedLayer(RecurrenceBase):
             setattr(self, f"nonlinearity_{name}", gate.nonlinearity)
 
     def _stacked(self, kind: str):
-        return pt.concatenate([getattr(self, f"{kind}_{name}") for name in self._gates], axis=-1)
+        """The gates' parameters of one kind side by side, for one product for all gates.
+
+        Their static shapes make the gradient's split static, as JAX needs.
+        """
+        shape = self._stacked_shapes[kind]
+        parts = [pt.specify_shape(getattr(self, f"{kind}_{name}"), shape) for name in self._gates]
+        return pt.concatenate(parts, axis=-1)
 
     def _state_shape(self) -> tuple:
         return (self.num_units,)
