@@ -28,6 +28,7 @@ __all__ = [
     "unique",
     "compute_norms",
     "close_matches",
+    "unroll_scan",
 ]
 
 int_types = (int, np.integer)
@@ -277,3 +278,63 @@ def close_matches(word: str, candidates: Iterable[str]) -> str:
     """Return ``" (did you mean X?)"`` for the closest candidate, or ``""``."""
     match = difflib.get_close_matches(word, list(candidates), n=1)
     return f" (did you mean {match[0]!r}?)" if match else ""
+
+
+def unroll_scan(fn, sequences, outputs_info, non_sequences, n_steps, go_backwards=False) -> list:
+    """Unroll a recurrence into ``n_steps`` copies of ``fn``: ``pytensor.scan`` without a loop.
+
+    Takes the arguments of :func:`pytensor.scan` that a recurrence needs and
+    builds the same outputs as plain graph operations, which can be faster
+    for short sequences at the price of a larger graph.
+
+    Parameters
+    ----------
+    fn : callable
+        Called once per step as ``fn(*sequence_slices, *previous_outputs,
+        *non_sequences)``; returns one output or a list of them.
+    sequences : tensor or list of tensors
+        Iterated over their first axis; step ``t`` gets ``s[t]`` of each.
+    outputs_info : value or list
+        The initial value of each output fed back into ``fn``, or ``None``
+        for an output that is not fed back.
+    non_sequences : value or list
+        Passed unchanged to every step.
+    n_steps : int
+        The number of steps: a Python int, known when the graph is built.
+    go_backwards : bool
+        Iterate from the last element of the sequences to the first.
+
+    Returns
+    -------
+    list of tensors
+        One per output of ``fn``: the outputs of all steps stacked along a
+        new first axis, in the order the steps ran (as ``scan`` returns them).
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor.tensor as pt
+    >>> a = pt.scalar("a")
+    >>> [powers] = unroll_scan(lambda t, prev, a: prev * a, [pt.arange(3)], [1.0], [a], 3)
+    >>> powers.eval({a: 2.0})
+    array([2., 4., 8.])
+    """
+    if isinstance(n_steps, bool) or not isinstance(n_steps, int_types) or n_steps < 1:
+        raise ValueError(f"unroll_scan: n_steps must be a positive int, got {n_steps!r}")
+    sequences, outputs_info, non_sequences = (
+        [] if arg is None else list(arg) if isinstance(arg, list | tuple) else [arg]
+        for arg in (sequences, outputs_info, non_sequences)
+    )
+    previous = list(outputs_info)
+    per_step = []
+    steps = range(n_steps - 1, -1, -1) if go_backwards else range(n_steps)
+    for t in steps:
+        fed_back = [p for p in previous if p is not None]
+        outputs = fn(*[s[t] for s in sequences], *fed_back, *non_sequences)
+        if not isinstance(outputs, list | tuple):
+            outputs = [outputs]
+        per_step.append(outputs)
+        previous = [
+            out if info is not None else None
+            for out, info in zip(outputs, outputs_info, strict=False)
+        ]
+    return [pt.stack(list(step_outputs)) for step_outputs in zip(*per_step, strict=True)]
