@@ -494,17 +494,21 @@ class GlobalPoolLayer(Layer):
         _check_kwargs(type(self).__name__, kwargs)
         super().__init__(incoming, **kwargs)
         where = _label(type(self).__name__, self.name)
-        if len(self.input_shape) < 3:
-            raise ValueError(
-                f"{where}: needs an input with at least 3 dimensions (batch, channels, ...), "
-                f"got input shape {self.input_shape!r}"
-            )
         if not callable(pool_function):
             raise TypeError(f"{where}: pool_function must be callable, got {pool_function!r}")
         self.pool_function = pool_function
 
     def get_output_shape_for(self, input_shape):
-        """Return ``(batch, channels)``."""
+        """Return ``(batch, channels)``.
+
+        The input is checked here rather than at construction: as in Lasagne,
+        the layer may be built before the shape it will see is known.
+        """
+        if len(input_shape) < 3:
+            raise ValueError(
+                f"{_label(type(self).__name__, self.name)}: needs an input with at least 3 "
+                f"dimensions (batch, channels, ...), got input shape {tuple(input_shape)!r}"
+            )
         return tuple(input_shape[:2])
 
     def get_output_for(self, input, **kwargs):

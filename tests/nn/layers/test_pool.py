@@ -294,7 +294,7 @@ def test_global_pool_misuse():
         ValueError,
         match=r"GlobalPoolLayer\(name='g'\): needs an input with at least 3 dimensions.*\(None, 3\)",
     ):
-        GlobalPoolLayer((None, 3), name="g")
+        GlobalPoolLayer((None, 3), name="g").output_shape  # noqa: B018
     with pytest.raises(
         TypeError, match=r"GlobalPoolLayer\(name='g'\): pool_function must be callable, got 'mean'"
     ):
