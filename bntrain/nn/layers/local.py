@@ -130,4 +130,4 @@ class LocallyConnected2DLayer(BaseConvLayer):
                 else:
                     term = (shifted.dimshuffle(0, "x", 1, 2, 3) * self.W[:, :, ta, tb]).sum(axis=2)
                 total = term if total is None else total + term
-        return total
+        return self._pinned(total)

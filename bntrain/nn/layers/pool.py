@@ -592,7 +592,8 @@ class SpatialPyramidPoolingLayer(Layer):
 
     def get_output_for(self, input, **kwargs):
         """Return the pyramid's features, level by level, each level's bins row-major."""
-        input = pt.as_tensor_variable(input)
+        # the declared shape makes the sizes constants where known (JAX needs them)
+        input = pt.specify_shape(pt.as_tensor_variable(input), self.input_shape)
         sizes = [
             known if known is not None else input.shape[2 + i]
             for i, known in enumerate(self.input_shape[2:])
@@ -605,5 +606,11 @@ class SpatialPyramidPoolingLayer(Layer):
                 ws = [(s + level - 1) // level for s in sizes]
                 stride = [s // level for s in sizes]
                 pooled = pool_2d(input, ws, True, stride, None, self.mode)
-                parts.append(pt.flatten(pooled, 3))
+                windows = [
+                    pool_output_length(s, w, st, 0, True) if isinstance(s, int) else None
+                    for s, w, st in zip(sizes, ws, stride, strict=True)
+                ]
+                # a static length lets JAX split the concatenation's gradient
+                count = None if None in windows else windows[0] * windows[1]
+                parts.append(pt.specify_shape(pt.flatten(pooled, 3), (None, None, count)))
         return pt.concatenate(parts, axis=2)
