@@ -6,6 +6,7 @@ from .dense import *  # noqa: F403
 from .embedding import *  # noqa: F403
 from .helper import *  # noqa: F403
 from .input import *  # noqa: F403
+from .local import *  # noqa: F403
 from .merge import *  # noqa: F403
 from .noise import *  # noqa: F403
 from .normalization import *  # noqa: F403
