@@ -38,6 +38,7 @@ from .checkpoint import Checkpoint, atomic_copy, clean_temp_files, read_checkpoi
 from .config import dump_config, parse_config
 from .data import BatchIterator, Preprocessor
 from .errors import CheckpointError, DataError, TrainingError, UsageError
+from .finetune import init_from_checkpoint
 from .graphs import build_predict, build_train_step
 from .inputs import open_config_data, validate_config_data
 from .interrupts import StopRequest, stop_requests
@@ -96,9 +97,31 @@ class _Run:
     n_batches: int
     drop_last: bool
 
+    ramp: object = None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch: cycles of ``training.accumulate`` micro-batches."""
+        return math.ceil(self.n_batches / self.training.accumulate)
+
     def lr_at(self, step: int) -> float:
         tr = self.training
-        return learning_rate(tr.schedule, tr.optimizer.lr, step, self.n_batches, tr.epochs)
+        return learning_rate(tr.schedule, tr.optimizer.lr, step, self.steps_per_epoch, tr.epochs)
+
+    def before_batch(self, state: TrainState) -> None:
+        """Set the learning rate (and the renorm bounds) for the optimizer step in progress."""
+        state.step_fn.lr.set_value(np.float32(self.lr_at(state.step)))
+        if self.ramp is not None:
+            self.ramp.set_step(state.step)
+
+    def after_batch(self, state: TrainState) -> bool:
+        """End the accumulation cycle if the micro-batch just run closes it; return whether."""
+        done = state.batch + 1
+        if done % self.training.accumulate and done != self.n_batches:
+            return False
+        if state.step_fn.apply is not None:
+            state.step_fn.apply()
+        return True
 
     def batches(self, state: TrainState) -> BatchIterator:
         """The rest of the current epoch's batches, in the order fixed by (seed, epoch)."""
@@ -171,11 +194,13 @@ def _train(run: _Run, state: TrainState, stop: StopRequest, progress: bool, log)
         )
         try:
             for x, y in batches:
-                state.step_fn.lr.set_value(np.float32(run.lr_at(state.step)))
+                run.before_batch(state)
                 loss, acc = state.step_fn.fn(x, y)
-                if state.count_step(float(loss), float(acc), len(x)):
+                stepped = run.after_batch(state)
+                if state.count_step(float(loss), float(acc), len(x), stepped):
                     bar.update(loss, acc, state.meter.seen / max(time.perf_counter() - t0, 1e-9))
-                    if every and state.step % every == 0 and state.batch < run.n_batches:
+                    save = stepped and every and state.step % every == 0
+                    if save and state.batch < run.n_batches:
                         state.to_checkpoint(run.dir / "last.h5")
                 elif tr.nan_policy == "stop" or state.nan_streak >= tr.max_consecutive_nan:
                     raise TrainingError(_nan_message(state, run))
@@ -268,6 +293,12 @@ def fit(
                 "training.batch_size: 1 cannot train batch normalization (a batch of one "
                 "example has no variance); use 2 or more"
             )
+        _check_batch_norm_options(config)
+        if resume is None and config.model.init_from is not None:
+            path = Path(config.base_dir) / config.model.init_from
+            report = init_from_checkpoint(network, path, config.model.skip_mismatched)
+            for line in report.lines(path):
+                log(line)
         with _run_folder(config, resume, force) as run_dir, stop_requests() as stop:
             ckpt = None if resume is None else _resume_checkpoint(config, network, run_dir)
             run, state = _setup(config, runtime, network, data, run_dir, ckpt, log)
@@ -283,6 +314,15 @@ def fit(
         )
     finally:
         data.close()
+
+
+def _check_batch_norm_options(config) -> None:
+    v = config.model.batch_norm.virtual_batch_size
+    if v is not None and config.training.batch_size % v:
+        raise UsageError(
+            f"model.batch_norm.virtual_batch_size: {v} does not divide training.batch_size "
+            f"({config.training.batch_size}); pick a divisor of the batch size"
+        )
 
 
 @contextmanager
@@ -313,12 +353,16 @@ def _setup(config, runtime: Runtime, network, data, run_dir: Path, ckpt, log):
     predict = build_predict(network, runtime.mode)
     config_text = dump_config(config, extra={"run": _run_info(config, runtime, t0)})
     metric = tr.best_metric if data.val is not None else tr.best_metric.replace("val_", "train_")
-    drop_last = _drop_last(len(data.train), tr.batch_size, tr.shuffle or runtime.static_batch)
+    ghost = config.model.batch_norm.virtual_batch_size is not None  # whole groups only
+    drop_last = _drop_last(
+        len(data.train), tr.batch_size, tr.shuffle or runtime.static_batch or ghost
+    )
     n = len(data.train)
     n_batches = n // tr.batch_size if drop_last else math.ceil(n / tr.batch_size)
     run = _Run(
         run_dir, tr, data, predict, network.n_classes, runtime.static_batch, n_batches, drop_last
     )
+    run.ramp = network.ramp
     if ckpt is None:
         state = TrainState(
             network, step_fn, preprocess, tr.optimizer.name, config_text, Best(metric)

@@ -93,7 +93,12 @@ class GhostBatchNormLayer(BatchNormLayer):
             input = pt.cast(input, pytensor.config.floatX)
         dtype = input.dtype
         v = self.virtual_batch_size
-        grouped = input.reshape((-1, v, *[input.shape[i] for i in range(1, input.ndim)]))
+        rest = [
+            input.shape[i] if size is None else size
+            for i, size in enumerate(self.input_shape)
+            if i > 0
+        ]
+        grouped = input.reshape((-1, v, *rest))
         axes = tuple(a + 1 for a in self.axes)  # batch axis 0 -> the in-group axis 1
         g_mean = pt.mean(grouped, axis=axes)  # (G, *param_shape)
         g_inv_std = pt.reciprocal(
@@ -103,11 +108,11 @@ class GhostBatchNormLayer(BatchNormLayer):
             for stat, values in ((self.mean, g_mean), (self.inv_std, g_inv_std)):
                 alpha = pt.cast(self.alpha, stat.dtype)
                 keep = np.asarray(1, dtype=stat.dtype) - alpha
-                n = values.shape[0]
-                ages = pt.cast(n - 1 - pt.arange(n), stat.dtype)  # updates after group g
-                weights = alpha * keep**ages
-                mixed = pt.tensordot(weights, pt.cast(values, stat.dtype), axes=[[0], [0]])
-                collect_updates[stat] = keep ** pt.cast(n, stat.dtype) * stat + mixed
+                values = pt.cast(values, stat.dtype)
+                n = pt.cast(values.shape[0], stat.dtype)
+                ages = n - pt.cumsum(pt.ones_like(values), axis=0)  # updates after group g
+                mixed = pt.sum(alpha * keep**ages * values, axis=0)
+                collect_updates[stat] = keep**n * stat + mixed
         if use_averages:
             return super().get_output_for(
                 input,
