@@ -5,7 +5,9 @@ graph of :mod:`bntrain.nn` layers.  With ``batch_norm.insert: auto`` every
 ``dense`` and ``conv2d`` layer except the output layer is followed by a
 :class:`~bntrain.nn.layers.BatchNormLayer`, the way the seed's
 ``batch_norm()`` does it: the layer's bias is removed and its nonlinearity
-moves after the normalization.  Each layer entry builds its own layer
+moves after the normalization.  ``batch_norm.kind``/``virtual_batch_size``
+pick the layer class (:mod:`bntrain.bnvariants`); ``trainable: false`` and
+``batch_norm.freeze: all`` drop parameters' ``trainable`` tag.  Each layer entry builds its own layer
 (:meth:`bntrain.config.layers.LayerSpecBase.build`); this module chains them,
 names them and inserts batch norm.
 """
