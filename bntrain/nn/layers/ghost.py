@@ -81,11 +81,12 @@ class GhostBatchNormLayer(BatchNormLayer):
             if batch_norm_update_averages is None
             else self._flag_for_self(batch_norm_update_averages, "batch_norm_update_averages")
         )
-        if use_averages and not update_averages:
+        if not update_averages or collect_updates is None:
+            # Not training (eval, recompute-stats' passes): a batch need not hold whole groups,
+            # so normalize as BatchNormLayer does (the whole batch's statistics, or the averages).
             return super().get_output_for(
                 input,
-                deterministic=True,
-                batch_norm_use_averages=True,
+                batch_norm_use_averages=use_averages,
                 batch_norm_update_averages=False,
             )
         input = pt.as_tensor_variable(input)

@@ -73,3 +73,16 @@ def test_test_mode_is_plain_bn():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         L.GhostBatchNormLayer((4, 3), **kwargs)
+
+
+def test_without_updates_a_batch_of_any_size_is_normalized_as_a_whole():
+    """recompute-stats' passes: batch statistics, no updates, a last batch of 6 with groups of 4."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(6, 3)).astype("float32")
+    l_in = L.InputLayer((None, 3))
+    ghost = L.GhostBatchNormLayer(l_in, virtual_batch_size=4)
+    plain = L.BatchNormLayer(l_in)
+    flags = {"batch_norm_use_averages": False, "batch_norm_update_averages": False}
+    a = L.get_output(ghost, x, **flags).eval()
+    b = L.get_output(plain, x, **flags).eval()
+    np.testing.assert_array_equal(a, b)
