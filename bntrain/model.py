@@ -5,7 +5,9 @@ graph of :mod:`bntrain.nn` layers.  With ``batch_norm.insert: auto`` every
 ``dense`` and ``conv2d`` layer except the output layer is followed by a
 :class:`~bntrain.nn.layers.BatchNormLayer`, the way the seed's
 ``batch_norm()`` does it: the layer's bias is removed and its nonlinearity
-moves after the normalization.  Each layer entry builds its own layer
+moves after the normalization.  ``batch_norm.kind``/``virtual_batch_size``
+pick the layer class (:mod:`bntrain.bnvariants`); ``trainable: false`` and
+``batch_norm.freeze: all`` drop parameters' ``trainable`` tag.  Each layer entry builds its own layer
 (:meth:`bntrain.config.layers.LayerSpecBase.build`); this module chains them,
 names them and inserts batch norm.
 """
@@ -17,9 +19,11 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import nn
+from .bnvariants import RenormRamp, normalization_kind
 from .config.layers import BuildContext
 from .errors import ConfigError
 from .nn import layers as L
+from .nn.layers.normalization import insert_normalization
 
 __all__ = ["Network", "build_network", "derive_seed"]
 
@@ -42,6 +46,8 @@ class Network:
     output_layer: L.Layer
     layers: list = field(default_factory=list)
     n_classes: int = 0
+    ramp: RenormRamp | None = None
+    bn_freeze: str = "none"
 
     @property
     def bn_layers(self) -> list:
@@ -103,17 +109,26 @@ def build_network(model_cfg, input_shape, seed: int) -> Network:
     out_idx = _output_index(specs)
     names = _layer_names(specs)
     net = L.InputLayer((None, *input_shape), name="input")
+    ramp = None
+    if bn_cfg.kind == "renorm":
+        ramp = RenormRamp(bn_cfg.r_max, bn_cfg.d_max, bn_cfg.warmup_steps)
+    bn_class, bn_extra = normalization_kind(bn_cfg, ramp)
     for i, spec in enumerate(specs):
         where = f"model.layers[{i}]"
         rng = np.random.default_rng(derive_seed(seed, "layer", i))
-        ctx = BuildContext(name=names[i], rng=rng, batch_norm=bn_cfg, where=where)
+        ctx = BuildContext(name=names[i], rng=rng, batch_norm=bn_cfg, where=where, ramp=ramp)
+        below = net
         try:
             net = spec.build(net, ctx)
             auto_bn = bn_cfg.insert == "auto" and spec.weighted and i != out_idx and spec.batch_norm
             if auto_bn:
-                net = L.batch_norm(net, epsilon=bn_cfg.epsilon, alpha=bn_cfg.alpha)
+                net = insert_normalization(
+                    net, bn_class, epsilon=bn_cfg.epsilon, alpha=bn_cfg.alpha, **bn_extra
+                )
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"{where} ({spec.type}): {_one_line(exc)}") from None
+        if not spec.trainable:
+            _freeze(set(L.get_all_layers(net)) - set(L.get_all_layers(below)))
     output_shape = net.output_shape
     if len(output_shape) != 2 or not _ends_in_softmax(net):
         raise ConfigError(
@@ -122,9 +137,23 @@ def build_network(model_cfg, input_shape, seed: int) -> Network:
             f"{{type: dense, units: <classes>, nonlinearity: softmax}}"
         )
     layers = L.get_all_layers(net)
+    if bn_cfg.freeze == "all":
+        _freeze(layer for layer in layers if isinstance(layer, L.BatchNormLayer))
     return Network(
-        input_layer=layers[0], output_layer=net, layers=layers, n_classes=output_shape[1]
+        input_layer=layers[0],
+        output_layer=net,
+        layers=layers,
+        n_classes=output_shape[1],
+        ramp=ramp,
+        bn_freeze=bn_cfg.freeze,
     )
+
+
+def _freeze(layers) -> None:
+    """Drop the ``trainable`` tag of every parameter of ``layers`` (Lasagne's way to freeze)."""
+    for layer in layers:
+        for tags in layer.params.values():
+            tags.discard("trainable")
 
 
 def _one_line(exc: Exception) -> str:

@@ -39,6 +39,7 @@ from .config import dump_config, parse_config
 from .data import BatchIterator, Preprocessor
 from .errors import CheckpointError, TrainingError, UsageError
 from .fileio import atomic_open, atomic_write_text
+from .finetune import init_from_checkpoint
 from .graphs import build_predict, build_train_step
 from .inputs import check_batch_size, open_config_data, validate_config_data
 from .interrupts import StopRequest, stop_requests
@@ -99,9 +100,31 @@ class _Run:
     drop_last: bool
     report: RunReport
 
+    ramp: object = None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch: cycles of ``training.accumulate`` micro-batches."""
+        return math.ceil(self.n_batches / self.training.accumulate)
+
     def lr_at(self, step: int) -> float:
         tr = self.training
-        return learning_rate(tr.schedule, tr.optimizer.lr, step, self.n_batches, tr.epochs)
+        return learning_rate(tr.schedule, tr.optimizer.lr, step, self.steps_per_epoch, tr.epochs)
+
+    def before_batch(self, state: TrainState) -> None:
+        """Set the learning rate (and the renorm bounds) for the optimizer step in progress."""
+        state.step_fn.lr.set_value(np.float32(self.lr_at(state.step)))
+        if self.ramp is not None:
+            self.ramp.set_step(state.step)
+
+    def after_batch(self, state: TrainState) -> bool:
+        """End the accumulation cycle if the micro-batch just run closes it; return whether."""
+        done = state.batch + 1
+        if done % self.training.accumulate and done != self.n_batches:
+            return False
+        if state.step_fn.apply is not None:
+            state.step_fn.apply()
+        return True
 
     def batches(self, state: TrainState) -> BatchIterator:
         """The rest of the current epoch's batches, in the order fixed by (seed, epoch)."""
@@ -175,11 +198,13 @@ def _train(run: _Run, state: TrainState, stop: StopRequest, progress: bool, log)
         )
         try:
             for x, y in batches:
-                state.step_fn.lr.set_value(np.float32(run.lr_at(state.step)))
+                run.before_batch(state)
                 loss, acc = state.step_fn.fn(x, y)
-                if state.count_step(float(loss), float(acc), len(x)):
+                stepped = run.after_batch(state)
+                if state.count_step(float(loss), float(acc), len(x), stepped):
                     bar.update(loss, acc, state.meter.seen / max(time.perf_counter() - t0, 1e-9))
-                    if every and state.step % every == 0 and state.batch < run.n_batches:
+                    save = stepped and every and state.step % every == 0
+                    if save and state.batch < run.n_batches:
                         state.to_checkpoint(run.dir / "last.h5")
                 elif tr.nan_policy == "stop" or state.nan_streak >= tr.max_consecutive_nan:
                     raise TrainingError(_nan_message(state, run))
@@ -267,6 +292,12 @@ def fit(
         network = build_network(config.model, data.input_shape, seed=tr.seed)
         validate_config_data(data, network.n_classes)
         check_batch_size(data, tr.batch_size, network)
+        _check_batch_norm_options(config)
+        if resume is None and config.model.init_from is not None:
+            path = Path(config.base_dir) / config.model.init_from
+            report = init_from_checkpoint(network, path, config.model.skip_mismatched)
+            for line in report.lines(path):
+                log(line)
         with _run_folder(config, resume, force) as run_dir, stop_requests() as stop:
             ckpt = None if resume is None else _resume_checkpoint(config, network, run_dir)
             run, state = _setup(config, runtime, network, data, run_dir, ckpt, log)
@@ -288,6 +319,15 @@ def fit(
         return result
     finally:
         data.close()
+
+
+def _check_batch_norm_options(config) -> None:
+    v = config.model.batch_norm.virtual_batch_size
+    if v is not None and config.training.batch_size % v:
+        raise UsageError(
+            f"model.batch_norm.virtual_batch_size: {v} does not divide training.batch_size "
+            f"({config.training.batch_size}); pick a divisor of the batch size"
+        )
 
 
 @contextmanager
@@ -318,7 +358,10 @@ def _setup(config, runtime: Runtime, network, data, run_dir: Path, ckpt, log):
     predict = build_predict(network, runtime.mode)
     config_text = dump_config(config, extra={"run": _run_info(config, runtime, t0)})
     metric = tr.best_metric if data.val is not None else tr.best_metric.replace("val_", "train_")
-    drop_last = _drop_last(len(data.train), tr.batch_size, tr.shuffle or runtime.static_batch)
+    ghost = config.model.batch_norm.virtual_batch_size is not None  # whole groups only
+    drop_last = _drop_last(
+        len(data.train), tr.batch_size, tr.shuffle or runtime.static_batch or ghost
+    )
     n = len(data.train)
     n_batches = n // tr.batch_size if drop_last else math.ceil(n / tr.batch_size)
     report = RunReport(run_dir, tr.plot, tr.tensorboard, None if ckpt is None else ckpt.step, log)
@@ -333,6 +376,7 @@ def _setup(config, runtime: Runtime, network, data, run_dir: Path, ckpt, log):
         drop_last,
         report,
     )
+    run.ramp = network.ramp
     if ckpt is None:
         state = TrainState(
             network, step_fn, preprocess, tr.optimizer.name, config_text, Best(metric)

@@ -80,6 +80,7 @@ class BuildContext:
     rng: np.random.Generator
     batch_norm: BatchNormConfig
     where: str
+    ramp: Any = None  # bntrain.bnvariants.RenormRamp with batch_norm.kind renorm
 
 
 def _require_type(schema: dict[str, Any]) -> None:
@@ -101,6 +102,8 @@ class LayerSpecBase(Section):
 
     weighted: ClassVar[bool] = False
     name_prefix: ClassVar[str] = ""
+
+    trainable: bool = Field(True, description="false: keep this layer's parameters fixed")
 
     def build(self, incoming: Any, ctx: BuildContext) -> Any:
         """Return the :mod:`bntrain.nn` layer (or chain of layers) this entry describes.
@@ -285,7 +288,10 @@ class BatchNormSpec(LayerSpecBase):
         nn, L = _lib()
         epsilon = ctx.batch_norm.epsilon if self.epsilon is None else self.epsilon
         alpha = ctx.batch_norm.alpha if self.alpha is None else self.alpha
-        layer = L.BatchNormLayer(incoming, epsilon=epsilon, alpha=alpha, name=ctx.name)
+        from bntrain.bnvariants import normalization_kind
+
+        cls, extra = normalization_kind(ctx.batch_norm, ctx.ramp)
+        layer = cls(incoming, epsilon=epsilon, alpha=alpha, name=ctx.name, **extra)
         if self.nonlinearity is None:
             return layer
         fn = nn.nonlinearities.get(self.nonlinearity)

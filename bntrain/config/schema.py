@@ -121,6 +121,31 @@ class BatchNormConfig(Section):
     alpha: Annotated[float, Field(gt=0, le=1)] = Field(
         0.1, description="Moving-average update weight"
     )
+    kind: Literal["bn", "renorm"] = Field(
+        "bn", description="bn: batch norm; renorm: batch renormalization (Ioffe 2017)"
+    )
+    r_max: Annotated[float, Field(ge=1)] = Field(3.0, description="renorm: bound of r")
+    d_max: NonNegativeFloat = Field(5.0, description="renorm: bound of d")
+    warmup_steps: Annotated[int, Field(ge=0)] = Field(
+        0, description="renorm: optimizer steps over which r_max ramps from 1 and d_max from 0"
+    )
+    virtual_batch_size: Annotated[int, Field(ge=2)] | None = Field(
+        None, description="Ghost batch norm: statistics per group of this many examples"
+    )
+    freeze: Literal["none", "stats", "all"] = Field(
+        "none",
+        description="stats: normalize with the stored statistics and never update them; "
+        "all: gamma and beta frozen too",
+    )
+
+    @model_validator(mode="after")
+    def _one_variant(self):
+        if self.kind == "renorm" and self.virtual_batch_size is not None:
+            raise problem(
+                "kind renorm cannot be combined with virtual_batch_size; use one of them",
+                key="virtual_batch_size",
+            )
+        return self
 
 
 class ModelConfig(Section):
@@ -131,6 +156,12 @@ class ModelConfig(Section):
     )
     batch_norm: BatchNormConfig = Field(default_factory=BatchNormConfig)
     layers: list[LayerSpec] = Field(min_length=1, description="The layers, input to output")
+    init_from: PathText | None = Field(
+        None, description="Fine-tuning: a checkpoint whose parameters to load by layer name"
+    )
+    skip_mismatched: bool = Field(
+        False, description="init_from: skip parameters of another shape instead of failing"
+    )
 
 
 # --- training.optimizer: one model per name -------------------------------------------------
@@ -257,6 +288,9 @@ class TrainingConfig(Section):
     shuffle: bool = True
     checkpoint_every_steps: Annotated[int, Field(ge=1)] | None = Field(
         None, description="Also write last.h5 every N steps inside an epoch"
+    )
+    accumulate: Annotated[int, Field(ge=1)] = Field(
+        1, description="Micro-batches of batch_size per optimizer step (gradient accumulation)"
     )
     plot: bool = Field(True, description="Redraw RUN/curves.png after every epoch")
     tensorboard: bool = Field(

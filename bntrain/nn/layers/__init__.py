@@ -4,6 +4,7 @@ from .base import *  # noqa: F403
 from .conv import *  # noqa: F403
 from .dense import *  # noqa: F403
 from .embedding import *  # noqa: F403
+from .ghost import *  # noqa: F403
 from .helper import *  # noqa: F403
 from .input import *  # noqa: F403
 from .local import *  # noqa: F403
