@@ -31,6 +31,7 @@ __all__ = [
     "problem",
     "unknown_key",
     "translate",
+    "describe_first",
 ]
 
 
@@ -85,8 +86,11 @@ def expected(what: str) -> PydanticCustomError:
     return PydanticCustomError("bntrain_expected", "must be {expected}", {"expected": what})
 
 
-def problem(message: str, key: str | None = None) -> PydanticCustomError:
-    """A validator's error with its own text (about ``key`` of the mapping, if given)."""
+def problem(message: str, key: str | tuple | None = None) -> PydanticCustomError:
+    """A validator's error with its own text (about ``key`` of the mapping, if given).
+
+    ``key`` may be a tuple: a key path below the mapping (``("layers", 2, "input")``).
+    """
     ctx: dict[str, Any] = {"text": message}
     if key is not None:
         ctx["key"] = key
@@ -248,7 +252,8 @@ def translate(
     for n, (err, path) in enumerate(errors):
         ctx = err.get("ctx") or {}
         if err["type"] == "bntrain_msg" and "key" in ctx:
-            path.append(ctx["key"])
+            key = ctx["key"]
+            path.extend(key if isinstance(key, tuple) else (key,))
         elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             path = _where_tag(err, path, root, data)
         origin = next(((p, o) for p, o in origins.items() if tuple(path[: len(p)]) == p), None)
@@ -275,3 +280,18 @@ def translate(
         more = len(found) - 1
         message += f" (and {more} more error{'s' if more > 1 else ''})"
     return ConfigError(message)
+
+
+def describe_first(
+    exc: ValidationError, data: Any, root: type[BaseModel]
+) -> tuple[list[str | int], str]:
+    """Key path and message of the first of pydantic's errors for ``data`` (no file lines)."""
+    err = exc.errors()[0]
+    path = _normalize_loc(root, err["loc"], data)
+    ctx = err.get("ctx") or {}
+    if err["type"] == "bntrain_msg" and "key" in ctx:
+        key = ctx["key"]
+        path.extend(key if isinstance(key, tuple) else (key,))
+    elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        path = _where_tag(err, path, root, data)
+    return path, _describe(err, path, data, None, root)

@@ -24,8 +24,9 @@ from .fields import (
     Section,
     Unit,
 )
+from .graph import Node, expand
 from .layers import LayerSpec
-from .messages import problem
+from .messages import path_str, problem
 from .walk import strip, tagged_union
 
 __all__ = [
@@ -121,16 +122,60 @@ class BatchNormConfig(Section):
     alpha: Annotated[float, Field(gt=0, le=1)] = Field(
         0.1, description="Moving-average update weight"
     )
+    zero_init_residual: bool = Field(
+        False,
+        description="Start gamma at 0 in the batch norm that ends each residual branch of an add",
+    )
+
+
+class SourceLines(dict):
+    """Key path below ``model`` -> ``file:line``: where a config came from, not its value.
+
+    Two configs that differ only in where their keys were written compare equal.
+    """
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SourceLines)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 class ModelConfig(Section):
-    """``model:`` section: input shape, batch-norm settings and the list of layers."""
+    """``model:`` section: input shape, batch-norm settings, block templates and the layers.
+
+    :meth:`graph` is the network graph (blocks expanded, inputs resolved), checked when the
+    section is validated; :meth:`locate` gives ``file:line`` of an entry for later messages.
+    """
 
     input_shape: list[PositiveInt] | None = Field(
         None, description="One example's shape, channels first (default: from the data)"
     )
     batch_norm: BatchNormConfig = Field(default_factory=BatchNormConfig)
+    blocks: dict[str, list[dict[str, Any]]] = Field(
+        default_factory=dict,
+        description="Named templates of layer entries (values may say ${parameter})",
+    )
     layers: list[LayerSpec] = Field(min_length=1, description="The layers, input to output")
+
+    _graph: list = PrivateAttr(default_factory=list)
+    _lines: SourceLines = PrivateAttr(default_factory=lambda: SourceLines())
+
+    @model_validator(mode="after")
+    def _expand(self) -> ModelConfig:
+        self._graph = expand(self)
+        return self
+
+    def graph(self) -> list[Node]:
+        """The layers in file order with their resolved inputs (see :mod:`bntrain.config.graph`)."""
+        return list(self._graph)
+
+    def locate(self, path: tuple) -> str:
+        """``file:line: model.<path>`` of a key path below ``model`` (for build-time messages)."""
+        for cut in range(len(path), 0, -1):
+            where = self._lines.get(tuple(path[:cut]))
+            if where is not None:
+                return f"{where}: model.{path_str(path)}"
+        return f"model.{path_str(path)}"
 
 
 # --- training.optimizer: one model per name -------------------------------------------------
