@@ -116,6 +116,15 @@ _BOUNDS = {
 }
 
 
+def _loc(err: dict[str, Any]) -> list[str | int]:
+    """pydantic's location of an error, plus the key path a :func:`problem` names."""
+    loc = list(err["loc"])
+    key = (err.get("ctx") or {}).get("key") if err["type"] == "bntrain_msg" else None
+    if key is not None:
+        loc.extend(key if isinstance(key, tuple) else (key,))
+    return loc
+
+
 def _normalize_loc(root: type[BaseModel], loc: Sequence[str | int], data: Any) -> list[str | int]:
     """Drop pydantic's union-tag entries from ``loc`` (they are not keys of the data)."""
     out: list[str | int] = []
@@ -243,18 +252,14 @@ def translate(
     label that replaces ``source:line`` for errors at or below them.
     """
     found: list[tuple[bool, float, int, str]] = []
-    errors = [(err, _normalize_loc(root, err["loc"], data)) for err in exc.errors()]
+    errors = [(err, _normalize_loc(root, _loc(err), data)) for err in exc.errors()]
     # A misspelt key also makes the real key "missing": drop those echoes.
     misspelt = {tuple(p[:-1]) for e, p in errors if e["type"] == "extra_forbidden"}
     errors = [
         (e, p) for e, p in errors if not (e["type"] == "missing" and tuple(p[:-1]) in misspelt)
     ]
     for n, (err, path) in enumerate(errors):
-        ctx = err.get("ctx") or {}
-        if err["type"] == "bntrain_msg" and "key" in ctx:
-            key = ctx["key"]
-            path.extend(key if isinstance(key, tuple) else (key,))
-        elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             path = _where_tag(err, path, root, data)
         origin = next(((p, o) for p, o in origins.items() if tuple(path[: len(p)]) == p), None)
         raw = doc.texts.get(tuple(path)) if origin is None else None
@@ -287,11 +292,7 @@ def describe_first(
 ) -> tuple[list[str | int], str]:
     """Key path and message of the first of pydantic's errors for ``data`` (no file lines)."""
     err = exc.errors()[0]
-    path = _normalize_loc(root, err["loc"], data)
-    ctx = err.get("ctx") or {}
-    if err["type"] == "bntrain_msg" and "key" in ctx:
-        key = ctx["key"]
-        path.extend(key if isinstance(key, tuple) else (key,))
-    elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+    path = _normalize_loc(root, _loc(err), data)
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
         path = _where_tag(err, path, root, data)
     return path, _describe(err, path, data, None, root)

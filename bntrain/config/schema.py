@@ -50,6 +50,7 @@ __all__ = [
     "ConstantSchedule",
     "StepSchedule",
     "CosineSchedule",
+    "MultiStepSchedule",
     "OutputConfig",
 ]
 
@@ -270,7 +271,30 @@ class CosineSchedule(_Schedule):
     min_lr: NonNegativeFloat = Field(0.0, description="Learning rate at the end")
 
 
-_SCHEDULES = (ConstantSchedule, StepSchedule, CosineSchedule)
+class MultiStepSchedule(_Schedule):
+    """``{name: multistep, milestones: [M1, M2]}``: multiply by ``gamma`` at each milestone."""
+
+    name: Literal["multistep"]
+    milestones: list[PositiveInt] = Field(
+        min_length=1, description="Increasing positions at which the rate is multiplied by gamma"
+    )
+    unit: Literal["steps", "epochs"] = Field(
+        "steps", description="What the milestones count: optimizer steps or epochs"
+    )
+    gamma: PositiveFloat = Field(0.1, description="Decay factor")
+
+    @model_validator(mode="after")
+    def _increasing(self) -> MultiStepSchedule:
+        for k in range(1, len(self.milestones)):
+            if self.milestones[k] <= self.milestones[k - 1]:
+                raise problem(
+                    f"must increase, but {self.milestones[k]} follows {self.milestones[k - 1]}",
+                    key=("milestones", k),
+                )
+        return self
+
+
+_SCHEDULES = (ConstantSchedule, StepSchedule, CosineSchedule, MultiStepSchedule)
 #: ``training.schedule``: the model its ``name`` selects (``constant`` when absent).
 ScheduleConfig = tagged_union("name", _SCHEDULES, default="constant")
 SCHEDULES: tuple[str, ...] = strip(ScheduleConfig).tags
