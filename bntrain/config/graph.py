@@ -250,7 +250,7 @@ def _cycle(start: int, target: int, edges: list[list[int]], names: list[str]) ->
     while stack:
         node, trail = stack.pop()
         if node == start:
-            return [names[n] for n in [start, *reversed(trail)]]
+            return [names[n] for n in [start, *trail]]
         if node in seen:
             continue
         seen.add(node)
