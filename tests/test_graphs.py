@@ -1,6 +1,6 @@
 """Networks that are graphs: ``input:`` names, ``add``/``concat``, block templates, ResNet-20."""
 
-import textwrap
+import csv
 
 import h5py
 import numpy as np
@@ -223,3 +223,171 @@ def test_shape_mismatch_at_add_and_concat_names_the_entry(tmp_path):
         "net.yaml:24: model.layers[5].input: concat needs inputs of the same shape (but for axis "
         "1); 'gap' gives [6], 'stage1.block2.nonlinearity1' gives [4, 8, 8]"
     )
+
+
+# ------------------------------------------------------------------ end to end
+
+
+def _graph_forward(path, x_raw, epsilon):
+    """Float64 forward pass of a checkpoint, walking the graph by each layer's ``incoming``.
+
+    The structure, weights and layer attributes come from the file (plain h5py); the
+    batch-norm epsilon from the test's YAML; batch norm uses ``/bn_stats`` (population).
+    """
+    out = {}
+    with h5py.File(path, "r") as f:
+        names = [n.decode() for n in f["model/layer_names"][()]]
+        groups = f["model/layers"]
+        for name in names:
+            g = groups[name]
+            kind = g.attrs["type"]
+            p = {k: g[k][()].astype(np.float64) for k in g.keys()}
+            incoming = g.attrs.get("incoming")
+            if incoming is None:
+                out[name] = np.asarray(x_raw, np.float64)
+                continue
+            ins = [incoming] if isinstance(incoming, str) else [str(s) for s in incoming]
+            ins = [i.decode() if isinstance(i, bytes) else i for i in ins]
+            x = out[ins[0]]
+            if kind == "Conv2DLayer":
+                x = _conv(
+                    x, p["W"], g.attrs["stride"], g.attrs["pad"], bool(g.attrs["flip_filters"])
+                )
+                x = x + p["b"][None, :, None, None] if "b" in p else x
+            elif kind == "BatchNormLayer":
+                mean = f["bn_stats"][name]["mean"][()].astype(np.float64)
+                var = f["bn_stats"][name]["var"][()].astype(np.float64)
+                scale = p["gamma"] / np.sqrt(var + epsilon)
+                x = (x - mean[None, :, None, None]) * scale[None, :, None, None]
+                x = x + p["beta"][None, :, None, None]
+            elif kind == "NonlinearityLayer":
+                x = np.maximum(x, 0) if g.attrs["nonlinearity"] == "rectify" else x
+            elif kind == "ElemwiseSumLayer":
+                x = sum(c * out[i] for c, i in zip(g.attrs["coeffs"], ins, strict=True))
+            elif kind == "ConcatLayer":
+                x = np.concatenate([out[i] for i in ins], axis=int(g.attrs["axis"]))
+            elif kind == "GlobalPoolLayer":
+                x = x.mean(axis=(2, 3))
+            elif kind == "DenseLayer":
+                assert g.attrs["nonlinearity"] == "softmax"
+                z = x.reshape(len(x), -1) @ p["W"] + p["b"]
+                z = np.exp(z - z.max(axis=1, keepdims=True))
+                x = z / z.sum(axis=1, keepdims=True)
+            else:
+                raise AssertionError(f"unexpected layer type {kind}")
+            out[name] = x
+    return out[names[-1]]
+
+
+def _arrays(path):
+    with h5py.File(path, "r") as f:
+        step = int(f.attrs["step"])
+    return {**h5_datasets(path), "step": step}
+
+
+def test_residual_network_trains_resumes_recomputes_and_matches_numpy(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    x, _ = _data(tmp_path)
+    (tmp_path / "net.yaml").write_text(RESNET)
+    straight = load_config(tmp_path / "net.yaml", ["output.dir=straight"])
+    fit(straight)
+
+    def stop_after_epoch_1(line):
+        if line.startswith("epoch 1/2"):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(load_config(tmp_path / "net.yaml", ["output.dir=broken"]), log=stop_after_epoch_1)
+    result = run("fit", "net.yaml", "--quiet", "--set", "output.dir=broken", "--resume", "broken")
+    assert result.exit_code == 0, result.output
+    a, b = _arrays(tmp_path / "straight/last.h5"), _arrays(tmp_path / "broken/last.h5")
+    assert sorted(a) == sorted(b) and a["step"] == 6
+    for key in a:  # bit for bit, the multistep schedule's milestone (step 5) crossed after resume
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    with h5py.File(tmp_path / "straight/last.h5", "r") as f:
+        sums = f["model/layers/stage2.block1.sum"]
+        assert [s.decode() if isinstance(s, bytes) else s for s in sums.attrs["incoming"]] == [
+            "stage2.block1.conv2_bn_nonlin",
+            "stage2.block1.proj_bn_nonlin",
+        ]
+        np.testing.assert_array_equal(sums.attrs["coeffs"], [1.0, 0.5])
+        gamma = f["model/layers/stage1.block1.conv2_bn/gamma"][()]
+        assert np.any(gamma != 0)  # zero-initialized, then trained
+
+    ckpt = tmp_path / "straight/last.h5"
+    result = run("recompute-stats", ckpt, "--quiet")
+    assert result.exit_code == 0, result.output
+    result = run("eval", ckpt, "--data", "data.npz", "--predictions", "pred.npz")
+    assert result.exit_code == 0, result.output
+    with np.load(tmp_path / "pred.npz") as z:
+        probs = z["probabilities"]
+    want = _graph_forward(ckpt, x, epsilon=yaml.safe_load(RESNET)["model"]["batch_norm"]["epsilon"])
+    np.testing.assert_allclose(probs, want, atol=1e-4)
+
+
+# ------------------------------------------------------------------ ResNet-20
+
+
+def _resnet20_counts():
+    """Trainable parameters of He et al.'s ResNet-20 with option A shortcuts, by hand."""
+    convs = 3 * 16 * 9 + 6 * 16 * 16 * 9  # first conv, stage 1
+    convs += 16 * 32 * 9 + 5 * 32 * 32 * 9 + 32 * 64 * 9 + 5 * 64 * 64 * 9  # stages 2, 3
+    bn_channels = 16 + 6 * 16 + 6 * 32 + 6 * 64  # gamma and beta per channel
+    return convs + 2 * bn_channels + 64 * 10 + 10, convs + 4 * bn_channels + 64 * 10 + 10
+
+
+RESNET20 = "configs/cifar10_resnet20.yaml"
+
+
+def _cifar_sets(tmp_path, n=24):
+    rng = np.random.default_rng(1)
+    x = rng.integers(0, 256, (n, 3, 32, 32)).astype(np.float32)
+    np.savez(tmp_path / "c.npz", X=x, y=rng.integers(0, 10, n))
+    return [
+        f"--set=data.train.path={tmp_path / 'c.npz'}",
+        f"--set=data.test.path={tmp_path / 'c.npz'}",
+        f"--set=output.dir={tmp_path / 'run'}",
+        "--set=training.batch_size=8",
+        "--set=data.val_split=0.25",
+        "--set=training.recompute_stats=false",
+    ]
+
+
+def test_resnet20_config_has_the_papers_parameter_count(tmp_path):
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    result = run("check", root / RESNET20, *_cifar_sets(tmp_path))
+    assert result.exit_code == 0, result.output
+    trainable, total = _resnet20_counts()
+    assert trainable == 269_722  # He et al. 2016, table 6: 0.27M
+    assert result.output.splitlines()[-1] == (
+        f"total parameters: {total} (0.27M); trainable: {trainable} (0.27M)"
+    )
+    cfg = load_config(root / RESNET20)
+    sched, opt = cfg.training.schedule, cfg.training.optimizer
+    assert (sched.name, sched.milestones, sched.unit, sched.gamma) == (
+        "multistep",
+        [32000, 48000],
+        "steps",
+        0.1,
+    )
+    assert (opt.name, opt.lr, opt.momentum, opt.weight_decay) == ("momentum", 0.1, 0.9, 1e-4)
+    assert cfg.training.batch_size == 128
+    assert cfg.training.epochs * (45000 // 128) >= 64000  # 64k iterations on the 45k split
+    assert (cfg.training.epochs - 1) * (45000 // 128) < 64000
+
+
+def test_resnet20_config_trains_a_few_steps_on_cifar_shaped_data(tmp_path):
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    result = run(
+        "fit", root / RESNET20, "--quiet", *_cifar_sets(tmp_path), "--set=training.epochs=1"
+    )
+    assert result.exit_code == 0, result.output
+    with h5py.File(tmp_path / "run/last.h5", "r") as f:
+        assert int(f.attrs["step"]) == 2  # 18 training examples, batches of 8
+    with open(tmp_path / "run/metrics.csv") as fh:
+        row = next(csv.DictReader(fh))
+    assert np.isfinite(float(row["train_loss"]))
