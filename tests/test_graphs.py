@@ -285,26 +285,43 @@ def _arrays(path):
     return {**h5_datasets(path), "step": step}
 
 
-def test_residual_network_trains_resumes_recomputes_and_matches_numpy(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    x, _ = _data(tmp_path)
-    (tmp_path / "net.yaml").write_text(RESNET)
-    straight = load_config(tmp_path / "net.yaml", ["output.dir=straight"])
-    fit(straight)
+@pytest.fixture(scope="module")
+def residual(tmp_path_factory):
+    """The residual network trained 2 epochs, its stats recomputed, evaluated with --predictions."""
+    tmp = tmp_path_factory.mktemp("residual")
+    x, _ = _data(tmp)
+    (tmp / "net.yaml").write_text(RESNET)
+    fit(load_config(tmp / "net.yaml", [f"output.dir={tmp / 'straight'}"]))
+    ckpt = tmp / "straight/last.h5"
+    before = _arrays(ckpt)
+    result = run("recompute-stats", ckpt, "--quiet")
+    assert result.exit_code == 0, result.output
+    pred = tmp / "pred.npz"
+    result = run("eval", ckpt, "--data", tmp / "data.npz", "--predictions", pred)
+    assert result.exit_code == 0, result.output
+    with np.load(pred) as z:
+        probs = z["probabilities"]
+    return {"tmp": tmp, "x": x, "ckpt": ckpt, "before": before, "probs": probs}
+
+
+@pytest.mark.slow
+def test_residual_network_trains_resumes_recomputes_and_matches_numpy(residual, monkeypatch):
+    tmp = residual["tmp"]
+    monkeypatch.chdir(tmp)
 
     def stop_after_epoch_1(line):
         if line.startswith("epoch 1/2"):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        fit(load_config(tmp_path / "net.yaml", ["output.dir=broken"]), log=stop_after_epoch_1)
+        fit(load_config(tmp / "net.yaml", ["output.dir=broken"]), log=stop_after_epoch_1)
     result = run("fit", "net.yaml", "--quiet", "--set", "output.dir=broken", "--resume", "broken")
     assert result.exit_code == 0, result.output
-    a, b = _arrays(tmp_path / "straight/last.h5"), _arrays(tmp_path / "broken/last.h5")
+    a, b = residual["before"], _arrays(tmp / "broken/last.h5")
     assert sorted(a) == sorted(b) and a["step"] == 6
     for key in a:  # bit for bit, the multistep schedule's milestone (step 5) crossed after resume
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-    with h5py.File(tmp_path / "straight/last.h5", "r") as f:
+    with h5py.File(residual["ckpt"], "r") as f:
         sums = f["model/layers/stage2.block1.sum"]
         assert [s.decode() if isinstance(s, bytes) else s for s in sums.attrs["incoming"]] == [
             "stage2.block1.conv2_bn_nonlin",
@@ -313,16 +330,21 @@ def test_residual_network_trains_resumes_recomputes_and_matches_numpy(tmp_path, 
         np.testing.assert_array_equal(sums.attrs["coeffs"], [1.0, 0.5])
         gamma = f["model/layers/stage1.block1.conv2_bn/gamma"][()]
         assert np.any(gamma != 0)  # zero-initialized, then trained
+    epsilon = yaml.safe_load(RESNET)["model"]["batch_norm"]["epsilon"]
+    want = _graph_forward(residual["ckpt"], residual["x"], epsilon=epsilon)
+    np.testing.assert_allclose(residual["probs"], want, atol=1e-4)
 
-    ckpt = tmp_path / "straight/last.h5"
-    result = run("recompute-stats", ckpt, "--quiet")
-    assert result.exit_code == 0, result.output
-    result = run("eval", ckpt, "--data", "data.npz", "--predictions", "pred.npz")
-    assert result.exit_code == 0, result.output
-    with np.load(tmp_path / "pred.npz") as z:
-        probs = z["probabilities"]
-    want = _graph_forward(ckpt, x, epsilon=yaml.safe_load(RESNET)["model"]["batch_norm"]["epsilon"])
-    np.testing.assert_allclose(probs, want, atol=1e-4)
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fold", [True, False])
+def test_onnx_export_of_the_residual_network_equals_eval(residual, fold):
+    export = pytest.importorskip("bntrain.export")
+    ort = pytest.importorskip("onnxruntime")
+    out = residual["tmp"] / f"net-{fold}.onnx"
+    export.export_checkpoint(residual["ckpt"], out, fmt="onnx", stats="population", fold_bn=fold)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    (got,) = session.run(["probabilities"], {"input": residual["x"]})
+    np.testing.assert_allclose(got, residual["probs"], rtol=0, atol=1e-5)
 
 
 # ------------------------------------------------------------------ ResNet-20
@@ -378,6 +400,7 @@ def test_resnet20_config_has_the_papers_parameter_count(tmp_path):
     assert (cfg.training.epochs - 1) * (45000 // 128) < 64000
 
 
+@pytest.mark.slow
 def test_resnet20_config_trains_a_few_steps_on_cifar_shaped_data(tmp_path):
     import pathlib
 
@@ -391,3 +414,19 @@ def test_resnet20_config_trains_a_few_steps_on_cifar_shaped_data(tmp_path):
     with open(tmp_path / "run/metrics.csv") as fh:
         row = next(csv.DictReader(fh))
     assert np.isfinite(float(row["train_loss"]))
+
+
+def test_set_reaches_a_blocks_parameters():
+    root = __import__("pathlib").Path(__file__).resolve().parents[1]
+    cfg = load_config(root / RESNET20, ["model.layers[1].with.filters=8"])
+    conv = next(n for n in cfg.model.graph() if n.name == "stage1.block3.conv2")
+    assert conv.spec.filters == 8
+    with pytest.raises(ConfigError) as e:
+        load_config(root / RESNET20, ["model.layers[1].wth.filters=8"])
+    assert str(e.value) == "--set model.layers[1].wth.filters=8: unknown key (did you mean 'with'?)"
+    with pytest.raises(ConfigError) as e:
+        load_config(root / RESNET20, ["model.layers[1].with.filtrs=8"])
+    assert str(e.value) == (
+        "--set model.layers[1].with.filtrs=8: block 'basic' has no parameter 'filtrs' (did you "
+        "mean 'filters'?) (its parameters: filters)"
+    )

@@ -17,7 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from bntrain.errors import ConfigError
 
-from .walk import Choice, annotation_at, model_for
+from .walk import Choice, annotation_at, keys_of, model_for
 
 if TYPE_CHECKING:
     from .loader import Doc
@@ -167,7 +167,7 @@ def unknown_key(key: str | int, parent: Any, raw_parent: Any) -> str:
     ``parent`` is the (stripped) annotation of the mapping ``raw_parent`` holding ``key``.
     """
     model = model_for(parent, raw_parent)
-    message = f"unknown key{hint(key, list(model.model_fields) if model else [])}"
+    message = f"unknown key{hint(key, list(keys_of(model)) if model else [])}"
     if isinstance(parent, Choice):
         users = parent.users_of(str(key))
         if users:
