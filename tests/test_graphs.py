@@ -430,3 +430,41 @@ def test_set_reaches_a_blocks_parameters():
         "--set model.layers[1].with.filtrs=8: block 'basic' has no parameter 'filtrs' (did you "
         "mean 'filters'?) (its parameters: filters)"
     )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            "input: [gap, gap1]",
+            "input: [gap, gap1], axis: 0",
+            "net.yaml:24: model.layers[5].axis: 0 is not an axis to join along for inputs of shape "
+            "[6]; use 1 to 1 (0 is the batch axis)",
+        ),
+        (
+            "coeffs: [1.0, 0.5]",
+            "coeffs: [1.0, 0.5, 2.0]",
+            "net.yaml:16: model.blocks.proj[3].coeffs: 3 coefficients for 2 inputs; give one per "
+            "input or a single number",
+        ),
+    ],
+)
+def test_merge_layer_settings_that_do_not_fit_their_inputs(old, new, message):
+    with pytest.raises(ConfigError) as e:
+        build_network(_cfg(_sub(old, new)).model, (1, 8, 8), seed=0)
+    assert str(e.value) == message
+
+
+def test_concat_and_add_compute_what_numpy_does():
+    import pytensor
+
+    text = _sub("coeffs: [1.0, 0.5]", "coeffs: [2.0, -0.5]")
+    net = build_network(_cfg(text).model, (1, 8, 8), seed=3)
+    x = np.random.default_rng(4).standard_normal((5, 1, 8, 8)).astype(np.float32)
+    names = ["stage2.block1.conv2_bn_nonlin", "stage2.block1.proj_bn_nonlin", "stage2.block1.sum"]
+    names += ["gap", "gap1", "both"]
+    outs = L.get_output([net.layer(n) for n in names], deterministic=True)
+    fn = pytensor.function([net.input_layer.input_var], outs)
+    conv2, proj, total, gap, gap1, both = fn(x)
+    np.testing.assert_allclose(total, 2.0 * conv2 - 0.5 * proj, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(both, np.concatenate([gap, gap1], axis=1))
