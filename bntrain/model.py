@@ -6,8 +6,10 @@ graph of :mod:`bntrain.nn` layers.  With ``batch_norm.insert: auto`` every
 :class:`~bntrain.nn.layers.BatchNormLayer`, the way the seed's
 ``batch_norm()`` does it: the layer's bias is removed and its nonlinearity
 moves after the normalization.  Each layer entry builds its own layer
-(:meth:`bntrain.config.layers.LayerSpecBase.build`); this module chains them,
-names them and inserts batch norm.
+(:meth:`bntrain.config.layers.LayerSpecBase.build`); the config's graph
+(:mod:`bntrain.config.graph`: blocks expanded, names and inputs resolved) says
+what feeds what; this module connects the layers, inserts batch norm and, with
+``batch_norm.zero_init_residual``, zeroes gamma where residual branches end.
 """
 
 from __future__ import annotations

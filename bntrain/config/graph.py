@@ -96,7 +96,7 @@ def _refs(spec: LayerSpecBase) -> list[str] | None:
     return None if value is None else [value] if isinstance(value, str) else list(value)
 
 
-def _substitute(value: Any, params: dict[str, Any], used: set[str], missing: list[tuple]) -> Any:
+def _substitute(value: Any, params: dict[str, Any], used: set[str], missing: list[str]) -> Any:
     """``value`` with ``${name}`` replaced: a whole-string reference keeps the value's type."""
     if isinstance(value, dict):
         return {k: _substitute(v, params, used, missing) for k, v in value.items()}
