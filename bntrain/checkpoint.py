@@ -170,6 +170,8 @@ def layer_hyperparams(layer) -> dict:
         put("shape")
     elif isinstance(layer, L.ConcatLayer):
         put("axis")
+    elif isinstance(layer, L.ElemwiseSumLayer):
+        out["coeffs"] = [float(c) for c in layer.coeffs]
     nonlin = getattr(layer, "nonlinearity", None)
     if nonlin is not None:
         out["nonlinearity"] = nonlinearities.name_of(nonlin)

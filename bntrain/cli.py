@@ -196,13 +196,21 @@ def check(config, overrides):
     from .commands.check import check_command
 
     rows = check_command(config, overrides)
+    inputs = [", ".join(r.inputs) or "-" for r in rows]
     width = max(len(r.name) for r in rows)
     twidth = max(len(r.type) for r in rows)
-    click.echo(f"{'layer':<{width}}  {'type':<{twidth}}  {'output shape':<18}  params")
-    for r in rows:
+    iwidth = max(len(i) for i in inputs)
+    click.echo(
+        f"{'layer':<{width}}  {'type':<{twidth}}  {'inputs':<{iwidth}}  {'output shape':<18}  params"
+    )
+    for r, i in zip(rows, inputs, strict=True):
         shape = "(" + ", ".join("N" if d is None else str(d) for d in r.output_shape) + ")"
-        click.echo(f"{r.name:<{width}}  {r.type:<{twidth}}  {shape:<18}  {r.params}")
-    click.echo(f"total parameters: {sum(r.params for r in rows)}")
+        click.echo(f"{r.name:<{width}}  {r.type:<{twidth}}  {i:<{iwidth}}  {shape:<18}  {r.params}")
+    total, trainable = sum(r.params for r in rows), sum(r.trainable for r in rows)
+    click.echo(
+        f"total parameters: {total} ({total / 1e6:.2f}M); trainable: {trainable} "
+        f"({trainable / 1e6:.2f}M)"
+    )
 
 
 @main.command()

@@ -146,10 +146,16 @@ def test_check_prints_layers_without_training(trained):
     result = run("check", folder / "tiny.yaml")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["layer", "type", "output", "shape", "params"]
-    assert lines[2].split() == ["dense1", "DenseLayer", "(N,", "16)", str(64 * 16)]
-    assert lines[3].split() == ["dense1_bn", "BatchNormLayer", "(N,", "16)", str(4 * 16)]
-    assert lines[-1] == f"total parameters: {64 * 16 + 64 + 16 * 12 + 48 + 12 * 10 + 10}"
+    assert lines[0].split() == ["layer", "type", "inputs", "output", "shape", "params"]
+    assert lines[1].split() == ["input", "InputLayer", "-", "(N,", "64)", "0"]
+    assert lines[2].split() == ["dense1", "DenseLayer", "input", "(N,", "16)", str(64 * 16)]
+    assert lines[3].split() == ["dense1_bn", "BatchNormLayer", "dense1", "(N,", "16)", "64"]
+    total = 64 * 16 + 4 * 16 + 16 * 12 + 4 * 12 + 12 * 10 + 10
+    trainable = total - 2 * 16 - 2 * 12  # the batch-norm mean and inv_std are not trained
+    assert lines[-1] == (
+        f"total parameters: {total} ({total / 1e6:.2f}M); trainable: {trainable} "
+        f"({trainable / 1e6:.2f}M)"
+    )
 
 
 def test_print_config_fills_defaults(tiny_config_file):

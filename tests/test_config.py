@@ -241,6 +241,9 @@ def test_layer_specs_and_defaults():
         "flatten",
         "batchnorm",
         "nonlinearity",
+        "add",
+        "concat",
+        "block",
     }
     assert "relu" in NONLINEARITIES and "leaky_rectify" in NONLINEARITIES
 
@@ -349,12 +352,13 @@ ERRORS = {
         sub("type: dropout", "type: dropot"),
         "file.yaml:12: model.layers[1].type: unknown layer type 'dropot' (did you mean "
         "'dropout'?); expected one of dense, conv2d, maxpool2d, avgpool2d, global_avgpool, "
-        "dropout, flatten, batchnorm, nonlinearity",
+        "dropout, flatten, batchnorm, nonlinearity, add, concat, block",
     ),
     "layer_without_type": (
         sub("{type: dropout, p: 0.2}", "{p: 0.2}"),
         "file.yaml:12: model.layers[1]: missing required key 'type' (one of dense, conv2d, "
-        "maxpool2d, avgpool2d, global_avgpool, dropout, flatten, batchnorm, nonlinearity)",
+        "maxpool2d, avgpool2d, global_avgpool, dropout, flatten, batchnorm, nonlinearity, add, "
+        "concat, block)",
     ),
     "layer_not_mapping": (
         sub("{type: dropout, p: 0.2}", "dropout"),
@@ -646,6 +650,7 @@ def test_dump_fills_defaults_in_schema_order_and_round_trips():
         "nonlinearity": "relu",
         "batch_norm": True,
         "name": None,
+        "input": None,
     }
     assert parse_config(text, base_dir="/b") == cfg
 

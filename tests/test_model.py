@@ -90,22 +90,23 @@ def test_network_must_end_in_softmax():
     with pytest.raises(ConfigError) as e:
         _net(cfg)
     assert str(e.value) == (
-        "model.layers[3]: the network must end in class probabilities (got output shape [10]); "
+        "tiny.yaml:13: model.layers[3]: the network must end in class probabilities (got output shape [10]); "
         "end it with {type: dense, units: <classes>, nonlinearity: softmax}"
     )
 
 
 def test_duplicate_layer_names_are_rejected():
-    cfg = _cfg(overrides=["model.layers[0].name=x", "model.layers[2].name=x"])
-    with pytest.raises(ConfigError, match=r"^model.layers\[2\].name: layer name 'x' is used twice"):
-        _net(cfg)
+    with pytest.raises(
+        ConfigError, match=r"^--set model.layers\[2\].name=x: layer name 'x' is used twice"
+    ):
+        _cfg(overrides=["model.layers[0].name=x", "model.layers[2].name=x"])
 
 
 def test_layer_that_cannot_fit_names_its_config_entry():
     text = TINY_MLP.replace(
         "{type: dense, units: 16, nonlinearity: relu}", "{type: maxpool2d, size: 2}"
     )
-    with pytest.raises(ConfigError, match=r"^model.layers\[0\] \(maxpool2d\): "):
+    with pytest.raises(ConfigError, match=r"^tiny.yaml:10: model.layers\[0\] \(maxpool2d\): "):
         _net(_cfg(text))
 
 
@@ -114,16 +115,17 @@ def test_a_layer_too_large_to_allocate_is_refused_before_allocation():
     with pytest.raises(ConfigError) as e:
         _net(cfg)
     assert str(e.value) == (
-        "model.layers[0].units: the layer would hold 6.4e+13 weights (more than 268435456); "
+        "tiny.yaml:10: model.layers[0].units: the layer would hold 6.4e+13 weights (more than 268435456); "
         "use a smaller units"
     )
 
 
 def test_every_layer_type_is_one_spec_class_that_builds_its_layer():
-    from bntrain.config import LAYER_TYPES, LayerSpec, LayerSpecBase
+    from bntrain.config import LAYER_TYPES, BlockSpec, LayerSpec, LayerSpecBase
     from bntrain.config.walk import strip
 
     members = strip(LayerSpec).members
     assert tuple(members) == LAYER_TYPES
-    for cls in members.values():
-        assert issubclass(cls, LayerSpecBase) and cls.build is not LayerSpecBase.build
+    for cls in members.values():  # a block is expanded into the layers of its template
+        assert issubclass(cls, LayerSpecBase)
+        assert (cls.build is not LayerSpecBase.build) == (cls is not BlockSpec)

@@ -24,8 +24,9 @@ from .fields import (
     Section,
     Unit,
 )
+from .graph import Node, expand
 from .layers import LayerSpec
-from .messages import problem
+from .messages import path_str, problem
 from .walk import strip, tagged_union
 
 __all__ = [
@@ -49,6 +50,7 @@ __all__ = [
     "ConstantSchedule",
     "StepSchedule",
     "CosineSchedule",
+    "MultiStepSchedule",
     "OutputConfig",
 ]
 
@@ -121,6 +123,10 @@ class BatchNormConfig(Section):
     alpha: Annotated[float, Field(gt=0, le=1)] = Field(
         0.1, description="Moving-average update weight"
     )
+    zero_init_residual: bool = Field(
+        False,
+        description="Start gamma at 0 in the batch norm that ends each residual branch of an add",
+    )
     kind: Literal["bn", "renorm"] = Field(
         "bn", description="bn: batch norm; renorm: batch renormalization (Ioffe 2017)"
     )
@@ -148,13 +154,33 @@ class BatchNormConfig(Section):
         return self
 
 
+class SourceLines(dict):
+    """Key path below ``model`` -> ``file:line``: where a config came from, not its value.
+
+    Two configs that differ only in where their keys were written compare equal.
+    """
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SourceLines)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
 class ModelConfig(Section):
-    """``model:`` section: input shape, batch-norm settings and the list of layers."""
+    """``model:`` section: input shape, batch-norm settings, block templates and the layers.
+
+    :meth:`graph` is the network graph (blocks expanded, inputs resolved), checked when the
+    section is validated; :meth:`locate` gives ``file:line`` of an entry for later messages.
+    """
 
     input_shape: list[PositiveInt] | None = Field(
         None, description="One example's shape, channels first (default: from the data)"
     )
     batch_norm: BatchNormConfig = Field(default_factory=BatchNormConfig)
+    blocks: dict[str, list[dict[str, Any]]] = Field(
+        default_factory=dict,
+        description="Named templates of layer entries (values may say ${parameter})",
+    )
     layers: list[LayerSpec] = Field(min_length=1, description="The layers, input to output")
     init_from: PathText | None = Field(
         None, description="Fine-tuning: a checkpoint whose parameters to load by layer name"
@@ -162,6 +188,26 @@ class ModelConfig(Section):
     skip_mismatched: bool = Field(
         False, description="init_from: skip parameters of another shape instead of failing"
     )
+
+    _graph: list = PrivateAttr(default_factory=list)
+    _lines: SourceLines = PrivateAttr(default_factory=lambda: SourceLines())
+
+    @model_validator(mode="after")
+    def _expand(self) -> ModelConfig:
+        self._graph = expand(self)
+        return self
+
+    def graph(self) -> list[Node]:
+        """The layers in file order with their resolved inputs (see :mod:`bntrain.config.graph`)."""
+        return list(self._graph)
+
+    def locate(self, path: tuple) -> str:
+        """``file:line: model.<path>`` of a key path below ``model`` (for build-time messages)."""
+        for cut in range(len(path), 0, -1):
+            where = self._lines.get(tuple(path[:cut]))
+            if where is not None:
+                return f"{where}: model.{path_str(path)}"
+        return f"model.{path_str(path)}"
 
 
 # --- training.optimizer: one model per name -------------------------------------------------
@@ -256,7 +302,30 @@ class CosineSchedule(_Schedule):
     min_lr: NonNegativeFloat = Field(0.0, description="Learning rate at the end")
 
 
-_SCHEDULES = (ConstantSchedule, StepSchedule, CosineSchedule)
+class MultiStepSchedule(_Schedule):
+    """``{name: multistep, milestones: [M1, M2]}``: multiply by ``gamma`` at each milestone."""
+
+    name: Literal["multistep"]
+    milestones: list[PositiveInt] = Field(
+        min_length=1, description="Increasing positions at which the rate is multiplied by gamma"
+    )
+    unit: Literal["steps", "epochs"] = Field(
+        "steps", description="What the milestones count: optimizer steps or epochs"
+    )
+    gamma: PositiveFloat = Field(0.1, description="Decay factor")
+
+    @model_validator(mode="after")
+    def _increasing(self) -> MultiStepSchedule:
+        for k in range(1, len(self.milestones)):
+            if self.milestones[k] <= self.milestones[k - 1]:
+                raise problem(
+                    f"must increase, but {self.milestones[k]} follows {self.milestones[k - 1]}",
+                    key=("milestones", k),
+                )
+        return self
+
+
+_SCHEDULES = (ConstantSchedule, StepSchedule, CosineSchedule, MultiStepSchedule)
 #: ``training.schedule``: the model its ``name`` selects (``constant`` when absent).
 ScheduleConfig = tagged_union("name", _SCHEDULES, default="constant")
 SCHEDULES: tuple[str, ...] = strip(ScheduleConfig).tags
