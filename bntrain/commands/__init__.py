@@ -10,6 +10,8 @@ library and returns a result; it prints nothing and never exits (that is
 ``bntrain eval``          :func:`bntrain.commands.eval.evaluate_command`
 ``bntrain recompute-stats``  :func:`bntrain.commands.recompute.recompute_stats_command`
 ``bntrain schema``        :func:`bntrain.commands.schema.schema_command`
+``bntrain data list``     :func:`bntrain.commands.data.data_list_command`
+``bntrain data fetch``    :func:`bntrain.commands.data.data_fetch_command`
 ========================  ===============================================
 
 A new command is a new module here (options in, library calls, result out)
