@@ -333,8 +333,9 @@ def test_a_malformed_download_is_exit_2_and_not_converted(served, monkeypatch):
     monkeypatch.setitem(REMOTE_FILES, key, RemoteFile(old.dataset, old.name, old.url, sha))
     result = run("data", "fetch", "mnist")
     assert result.exit_code == 2
+    gz = served.cache / "mnist" / "t10k-labels-idx1-ubyte.gz"
     assert result.output.strip() == (
-        "Error: data fetch mnist: builtin mnist: 't10k-labels' holds 3 data bytes but its header "
+        f"Error: data fetch mnist: builtin mnist: '{gz}' holds 3 data bytes but its header "
         "(5,) needs 5 (truncated?); delete it to download again"
     )
     assert "test.h5" not in cache_files(served.cache / "mnist")

@@ -32,6 +32,8 @@ __all__ = [
     "STANDARD_SPLITS",
     "StandardDataset",
     "read_idx",
+    "read_idx_file",
+    "idx_pair",
     "read_cifar_archive",
     "converted_path",
     "prepare",
@@ -92,11 +94,13 @@ def read_idx(raw: bytes, name: str) -> np.ndarray:
     return data.astype(dtype.newbyteorder("="))
 
 
-def _gunzip(path: Path) -> bytes:
+def read_idx_file(path: Path) -> np.ndarray:
+    """Read one IDX file (gzipped if its name ends in ``.gz``) with :func:`read_idx`."""
     try:
-        return gzip.decompress(path.read_bytes())
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
     except (OSError, EOFError, gzip.BadGzipFile) as err:
         raise DataError(f"cannot read '{path}': {err}") from None
+    return read_idx(raw, str(path))
 
 
 def idx_pair(images: np.ndarray, labels: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -114,8 +118,8 @@ def idx_pair(images: np.ndarray, labels: np.ndarray, what: str) -> tuple[np.ndar
 
 def _read_mnist(files: dict[str, Path], split: str) -> dict[str, np.ndarray]:
     stem = "train" if split == "train" else "t10k"
-    images = read_idx(_gunzip(files[f"{stem}-images-idx3-ubyte.gz"]), f"{stem}-images")
-    labels = read_idx(_gunzip(files[f"{stem}-labels-idx1-ubyte.gz"]), f"{stem}-labels")
+    images = read_idx_file(files[f"{stem}-images-idx3-ubyte.gz"])
+    labels = read_idx_file(files[f"{stem}-labels-idx1-ubyte.gz"])
     x, y = idx_pair(images, labels, stem)
     return {"X": x, "y": y}
 
