@@ -394,3 +394,11 @@ def test_fit_on_a_served_tiny_mnist(served, tmp_path):
     assert "12 examples)" in result.output  # the served test split
     assert (tmp_path / "run" / "last.h5").is_file()
     assert {"test.h5", "train.h5"} <= set(cache_files(served.cache / "mnist"))
+
+
+@pytest.mark.parametrize("config", ["mnist_mlp_ioffe.yaml", "cifar10_cnn.yaml"])
+def test_shipped_configs_check_on_the_served_datasets(served, config):
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    result = run("check", configs / config, "--set", "training.batch_size=4")
+    assert result.exit_code == 0, result.output
+    assert "total parameters:" in result.output
