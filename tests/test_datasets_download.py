@@ -402,3 +402,11 @@ def test_shipped_configs_check_on_the_served_datasets(served, config):
     result = run("check", configs / config, "--set", "training.batch_size=4")
     assert result.exit_code == 0, result.output
     assert "total parameters:" in result.output
+
+
+def test_docs_name_every_downloaded_file_and_its_source():
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "datasets.md").read_text()
+    for f in REMOTE_FILES.values():
+        assert f"`{f.name}`" in docs
+        assert f.url.endswith(f.name) and f"`{f.url[: -len(f.name)]}`" in docs
+        assert f"`{f.dataset}`" in docs
