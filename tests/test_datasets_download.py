@@ -324,6 +324,47 @@ def test_a_file_put_by_hand_is_used_offline(served, fixture_files):
     assert served.requests == []
 
 
+def test_a_damaged_file_put_by_hand_is_named_when_offline(served, monkeypatch):
+    target = served.cache / "mnist" / "train-images-idx3-ubyte.gz"
+    target.parent.mkdir(parents=True)
+    target.write_bytes(b"not the file")
+    served.mode = "404"
+    result = run("data", "fetch", "mnist")
+    assert result.exit_code == 2
+    assert f"put the file at {target} (the file there has another SHA-256) by hand" in result.output
+    assert target.read_bytes() == b"not the file"  # left for the user to see, never used
+
+
+def test_an_unusable_cache_folder_is_exit_2(served, monkeypatch, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setenv(remote.DATA_DIR_ENV, str(blocker))
+    result = run("data", "fetch", "cifar10")
+    assert result.exit_code == 2
+    assert result.output.startswith(
+        f"Error: data fetch cifar10: cannot write '{blocker / 'cifar10' / 'cifar-10-binary.tar.gz'}' ("
+    )
+    assert result.output.strip().endswith("set BNTRAIN_DATA_DIR to a writable folder")
+
+
+def test_a_full_disk_while_converting_is_exit_2(served, monkeypatch):
+    import errno
+
+    from bntrain.data import standard
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(standard, "write_hdf5_dataset", full)
+    result = run("data", "fetch", "mnist")
+    assert result.exit_code == 2
+    train = served.cache / "mnist" / "train.h5"
+    assert result.output.strip() == (
+        f"Error: data fetch mnist: cannot write '{train}' (No space left on device); "
+        "set BNTRAIN_DATA_DIR to a writable folder with space"
+    )
+
+
 def test_a_malformed_download_is_exit_2_and_not_converted(served, monkeypatch):
     key = ("mnist", "t10k-labels-idx1-ubyte.gz")
     bad = gzip.compress(idx_bytes(np.zeros(5, np.uint8))[:-2])  # shorter than its header says

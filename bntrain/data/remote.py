@@ -211,10 +211,12 @@ def fetch(remote: RemoteFile, *, where: str, progress: bool | None = None) -> Pa
             progressbar=bool(progress),
         )
     except (requests.exceptions.RequestException, ValueError) as err:
+        # pooch downloads only a missing file or one whose checksum differs.
+        held = " (the file there has another SHA-256)" if target.is_file() else ""
         raise DataError(
             f"{where}: cannot download {remote.dataset} file '{remote.name}' from {url} "
-            f"({_reason(err)}); put the file at {target} by hand, or set {MIRROR_ENV} to a "
-            f"server holding <mirror>/{remote.dataset}/{remote.name}"
+            f"({_reason(err)}); put the file at {target}{held} by hand, or set {MIRROR_ENV} "
+            f"to a server holding <mirror>/{remote.dataset}/{remote.name}"
         ) from None
     except OSError as err:
         raise DataError(

@@ -24,7 +24,7 @@ import numpy as np
 
 from bntrain.data.h5write import write_hdf5_dataset
 from bntrain.data.hdf5 import HDF5Dataset
-from bntrain.data.remote import REMOTE_FILES, RemoteFile, data_dir, fetch
+from bntrain.data.remote import DATA_DIR_ENV, REMOTE_FILES, RemoteFile, data_dir, fetch
 from bntrain.errors import ConfigError, DataError
 
 __all__ = [
@@ -266,7 +266,13 @@ def prepare(name: str, *, where: str = "data", progress: bool | None = None) -> 
             ) from None
         extra = {k: v for k, v in arrays.items() if k not in ("X", "y")}
         attrs = {"source": f"{spec.description}, {split} split", "layout": "NCHW"}
-        write_hdf5_dataset(path, arrays["X"], arrays["y"], attrs=attrs, extra=extra)
+        try:
+            write_hdf5_dataset(path, arrays["X"], arrays["y"], attrs=attrs, extra=extra)
+        except OSError as err:
+            raise DataError(
+                f"{where}: cannot write '{path}' ({err.strerror or err}); set {DATA_DIR_ENV} "
+                f"to a writable folder with space"
+            ) from None
     return paths
 
 
