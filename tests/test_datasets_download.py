@@ -10,8 +10,12 @@ import gzip
 import hashlib
 import http.server
 import io
+import os
+import signal
 import socket
 import struct
+import subprocess
+import sys
 import tarfile
 import textwrap
 import threading
@@ -102,6 +106,8 @@ class Server:
     def __init__(self, files: dict[tuple[str, str], bytes]):
         self.files = files
         self.mode = "ok"
+        self.half_sent = threading.Event()  # mode 'stall': half of a body went out
+        self.release = threading.Event()  # ... and the rest waits for this
         self.requests: list[str] = []
         server = self
 
@@ -119,7 +125,14 @@ class Server:
                 self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body[: len(body) // 2] if server.mode == "truncate" else body)
+                if server.mode in ("truncate", "stall"):
+                    self.wfile.write(body[: len(body) // 2])
+                    self.wfile.flush()
+                    server.half_sent.set()
+                    if server.mode == "truncate" or not server.release.wait(60):
+                        return
+                    body = body[len(body) // 2 :]
+                self.wfile.write(body)
 
             def log_message(self, *args) -> None:
                 pass
@@ -131,6 +144,7 @@ class Server:
         self.thread.start()
 
     def close(self) -> None:
+        self.release.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -307,6 +321,34 @@ def test_no_server_is_exit_2(served, monkeypatch):
     served.url = f"http://127.0.0.1:{port}"
     monkeypatch.setenv(remote.MIRROR_ENV, served.url)
     _expect_download_error(served, "train-images-idx3-ubyte.gz", "cannot connect (offline?)")
+
+
+def test_a_download_killed_midway_is_never_taken_for_complete(served):
+    f = REMOTE_FILES["cifar10", "cifar-10-binary.tar.gz"]
+    served.mode = "stall"
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys; from bntrain.data.remote import RemoteFile, fetch; "
+            "fetch(RemoteFile('cifar10', sys.argv[1], '', sys.argv[2]), where='x', progress=False)",
+            f.name,
+            f.sha256,
+        ],
+        env=dict(os.environ),
+    )
+    try:
+        assert served.half_sent.wait(120), "the child never started downloading"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    target = served.cache / "cifar10" / f.name
+    assert not target.exists()
+    lines = [line.split() for line in run("data", "list").output.splitlines()[2:]]
+    assert [r[1:3] for r in lines if r[0] == "cifar10" and r[-1] == f.name] == [["-", "missing"]]
+    served.mode, served.half_sent = "ok", threading.Event()
+    assert run("data", "fetch", "cifar10").exit_code == 0
+    assert hashlib.sha256(target.read_bytes()).hexdigest() == f.sha256
 
 
 def test_a_file_put_by_hand_is_used_offline(served, fixture_files):
