@@ -351,6 +351,27 @@ def test_a_download_killed_midway_is_never_taken_for_complete(served):
     assert hashlib.sha256(target.read_bytes()).hexdigest() == f.sha256
 
 
+def test_fit_offline_with_nothing_cached_is_one_line_exit_2(served, tmp_path):
+    served.close()
+    config = tmp_path / "c.yaml"
+    config.write_text(
+        "data: {train: {builtin: fashion_mnist, split: train}}\n"
+        "model: {layers: [{type: dense, units: 10, nonlinearity: softmax}]}\n"
+        "training: {epochs: 1, batch_size: 4, optimizer: {name: sgd, lr: 0.1}}\n"
+    )
+    result = run("fit", config)
+    assert result.exit_code == 2
+    name = "train-images-idx3-ubyte.gz"
+    target = served.cache / "fashion_mnist" / name
+    assert result.output == (
+        f"Error: data.train: cannot download fashion_mnist file '{name}' from "
+        f"{served.url}/fashion_mnist/{name} (cannot connect (offline?)); put the file at "
+        f"{target} by hand, or set BNTRAIN_DATA_MIRROR to a server holding "
+        f"<mirror>/fashion_mnist/{name}\n"
+    )
+    assert not (tmp_path / "runs").exists() and cache_files(served.cache) == []
+
+
 def test_a_file_put_by_hand_is_used_offline(served, fixture_files):
     files, _ = fixture_files
     folder = served.cache / "mnist"
