@@ -441,5 +441,37 @@ def export(checkpoint, fmt, stats, fold_bn, out):
     click.echo(f"wrote {r.format} ({r.stats} statistics{folded}) to {r.path}")
 
 
+@main.group()
+def data():
+    """The standard datasets' download cache (BNTRAIN_DATA_DIR, BNTRAIN_DATA_MIRROR)."""
+
+
+@data.command("list")
+@_handle_errors(None)
+def data_list():
+    """Show the cache folder and what is cached, with sizes and checksum state."""
+    from .commands.data import data_list_command
+
+    folder, rows = data_list_command()
+    click.echo(f"cache: {folder}")
+    width = max(len(r.dataset) for r in rows)
+    click.echo(f"{'dataset':<{width}}  {'size':>12}  {'state':<12}  file")
+    for r in rows:
+        size = "-" if r.size is None else str(r.size)
+        click.echo(f"{r.dataset:<{width}}  {size:>12}  {r.state:<12}  {r.path.name}")
+
+
+@data.command("fetch")
+@click.argument("name")
+@quiet_option
+@_handle_errors(None)
+def data_fetch(name, quiet):
+    """Download NAME (mnist, fashion_mnist, cifar10, cifar100) and convert it for use."""
+    from .commands.data import data_fetch_command
+
+    for path in data_fetch_command(name, progress=_progress(quiet)):
+        click.echo(f"ready: {path}")
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -134,12 +134,13 @@ def test_shipped_configs_match_their_brief():
         (100, "sigmoid"),
         (10, "softmax"),
     ]
-    assert ioffe.data.train.path == "../data/mnist_train.h5"
-    assert ioffe.data.test.path == "../data/mnist_test.h5"
+    assert (ioffe.data.train.builtin, ioffe.data.train.split) == ("mnist", "train")
+    assert (ioffe.data.test.builtin, ioffe.data.test.split) == ("mnist", "test")
     assert abs(ioffe.data.preprocess.scale * 255 - 1) < 1e-12
     cifar = load_config(CONFIGS / "cifar10_cnn.yaml")
     assert cifar.model.input_shape == [3, 32, 32] and cifar.data.preprocess.standardize is True
-    assert cifar.data.train.path == "../data/cifar10_train.h5"
+    assert (cifar.data.train.builtin, cifar.data.train.split) == ("cifar10", "train")
+    assert (cifar.data.test.builtin, cifar.data.test.split) == ("cifar10", "test")
 
 
 def test_minimal_config_gets_defaults_and_name_from_source():

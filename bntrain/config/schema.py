@@ -61,9 +61,14 @@ __all__ = [
 class DatasetSpec(Section):
     """One dataset: a built-in one (``builtin`` + ``split``) or a file (``path``, ``x``, ``y``)."""
 
-    builtin: Literal["digits"] | None = Field(None, description="A dataset shipped with bntrain")
+    builtin: Literal["digits", "mnist", "fashion_mnist", "cifar10", "cifar100"] | None = Field(
+        None,
+        description="A dataset shipped with bntrain (digits) or downloaded on first use",
+    )
     split: Literal["train", "val", "test", "all"] | None = Field(
-        None, description="Which part of the built-in dataset"
+        None,
+        description="Which part of the built-in dataset (digits: train|val|test|all; "
+        "the downloaded ones: train|test)",
     )
     path: DataFile | None = Field(
         None, description=".h5, .hdf5 or .npz file (relative: to the config)"
@@ -79,6 +84,12 @@ class DatasetSpec(Section):
             raise problem("missing required key (needed with 'builtin')", key="split")
         if self.path is not None and self.split is not None:
             raise problem("only allowed with 'builtin', not with 'path'", key="split")
+        if self.builtin not in (None, "digits") and self.split not in ("train", "test"):
+            raise problem(
+                f"'{self.split}' is not a split of {self.builtin} (it has train and test); "
+                "carve validation off train with data.val_split",
+                key="split",
+            )
         return self
 
 
