@@ -28,6 +28,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,11 +37,11 @@ from . import __version__
 from .backend import Runtime, device_name, resolve_runtime
 from .checkpoint import Checkpoint, atomic_copy, clean_temp_files, read_checkpoint
 from .config import dump_config, parse_config
-from .data import BatchIterator, Preprocessor
+from .data import Augmenter, BatchIterator, Preprocessor
 from .errors import CheckpointError, TrainingError, UsageError
 from .fileio import atomic_open, atomic_write_text
 from .graphs import build_predict, build_train_step
-from .inputs import check_batch_size, open_config_data, validate_config_data
+from .inputs import augmenter_for, check_batch_size, open_config_data, validate_config_data
 from .interrupts import StopRequest, stop_requests
 from .metrics import classification_metrics, predict_dataset
 from .model import build_network
@@ -98,6 +99,7 @@ class _Run:
     n_batches: int
     drop_last: bool
     report: RunReport
+    augment: Augmenter | None = None
 
     def lr_at(self, step: int) -> float:
         tr = self.training
@@ -115,6 +117,7 @@ class _Run:
             preprocess=state.preprocess,
             start_batch=state.batch,
             drop_last=self.drop_last,
+            augment=None if self.augment is None else partial(self.augment, epoch=state.epoch),
         )
 
     def epoch_row(self, state: TrainState, seconds: float) -> dict:
@@ -267,9 +270,11 @@ def fit(
         network = build_network(config.model, data.input_shape, seed=tr.seed)
         validate_config_data(data, network.n_classes)
         check_batch_size(data, tr.batch_size, network)
+        augment = augmenter_for(config, data.input_shape)
         with _run_folder(config, resume, force) as run_dir, stop_requests() as stop:
             ckpt = None if resume is None else _resume_checkpoint(config, network, run_dir)
             run, state = _setup(config, runtime, network, data, run_dir, ckpt, log)
+            run.augment = augment
             try:
                 history = _train(run, state, stop, progress, log)
             finally:
