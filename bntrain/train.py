@@ -100,10 +100,18 @@ class _Run:
     drop_last: bool
     report: RunReport
     augment: Augmenter | None = None
+    _lr: np.float32 | None = None  # the value last given to the step function
 
     def lr_at(self, step: int) -> float:
         tr = self.training
         return learning_rate(tr.schedule, tr.optimizer.lr, step, self.n_batches, tr.epochs)
+
+    def set_lr(self, state: TrainState) -> None:
+        """Give the step function the learning rate of the next step, only when it changes."""
+        lr = np.float32(self.lr_at(state.step))
+        if lr != self._lr:
+            state.step_fn.lr.set_value(lr)
+            self._lr = lr
 
     def batches(self, state: TrainState) -> BatchIterator:
         """The rest of the current epoch's batches, in the order fixed by (seed, epoch)."""
@@ -178,7 +186,7 @@ def _train(run: _Run, state: TrainState, stop: StopRequest, progress: bool, log)
         )
         try:
             for x, y in batches:
-                state.step_fn.lr.set_value(np.float32(run.lr_at(state.step)))
+                run.set_lr(state)
                 loss, acc = state.step_fn.fn(x, y)
                 if state.count_step(float(loss), float(acc), len(x)):
                     bar.update(loss, acc, state.meter.seen / max(time.perf_counter() - t0, 1e-9))
