@@ -5,7 +5,7 @@ Every random choice is a pure function of ``(seed, epoch, example index)``: a
 number, never of the batch an example lands in.  Two runs with the same seed
 therefore see the same augmented examples, and a run resumed inside an epoch
 continues exactly.  Batches are ``(N, C, H, W)`` float32 (after preprocessing);
-each step is vectorized over the batch.
+the random choices are drawn for the whole batch at once.
 
 Steps, in this order (each optional):
 
@@ -176,11 +176,14 @@ class Augmenter:
 def _window(
     x: np.ndarray, pad: int, mode: str, oy: np.ndarray, ox: np.ndarray, h: int, w: int
 ) -> np.ndarray:
-    """Pad ``x`` by ``pad`` on both spatial axes and cut an ``h x w`` window at each example's offset."""
+    """Pad ``x`` by ``pad`` on both spatial axes and cut an ``h x w`` window at each example's offset.
+
+    One block copy per example: on a 128 x 3 x 32 x 32 batch this was over ten times faster than
+    one fancy-indexed gather (which walks every element through index arrays).
+    """
     if pad:
         x = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode=mode)
-    rows = oy[:, None] + np.arange(h)  # (N, h)
-    cols = ox[:, None] + np.arange(w)  # (N, w)
-    n = np.arange(len(x))[:, None, None, None]
-    c = np.arange(x.shape[1])[None, :, None, None]
-    return x[n, c, rows[:, None, :, None], cols[:, None, None, :]]
+    out = np.empty((len(x), x.shape[1], h, w), dtype=np.float32)
+    for i, (r, c) in enumerate(zip(oy.tolist(), ox.tolist(), strict=True)):
+        out[i] = x[i, :, r : r + h, c : c + w]
+    return out
