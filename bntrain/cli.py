@@ -340,12 +340,17 @@ def _echo_class_table(per_class, matrix) -> None:
     metavar="FILE",
     help="Write the result to FILE (default: update CHECKPOINT in place, atomically).",
 )
+@click.option(
+    "--augment",
+    is_flag=True,
+    help="Apply the config's data.augment to the data (default: none, the distribution eval sees).",
+)
 @plot_option
 @device_option
 @quiet_option
 @_handle_errors("--batch-size")
 def recompute_stats(
-    checkpoint, data, x_key, batch_size, estimator, mode, output, plot, device, quiet
+    checkpoint, data, x_key, batch_size, estimator, mode, output, augment, plot, device, quiet
 ):
     """Recompute CHECKPOINT's batch-norm statistics over the whole training set.
 
@@ -364,6 +369,7 @@ def recompute_stats(
         device=device,
         progress=_progress(quiet),
         plot=plot,
+        augment=augment,
     )
     if not quiet:
         width = max(len("layer"), *(len(row.name) for row in r.layers))

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,12 +37,12 @@ from . import __version__
 from .backend import Runtime, device_name, resolve_runtime
 from .checkpoint import Checkpoint, atomic_copy, clean_temp_files, read_checkpoint
 from .config import dump_config, parse_config
-from .data import BatchIterator, Preprocessor
+from .data import Augmenter, BatchIterator, Preprocessor
 from .errors import CheckpointError, TrainingError, UsageError
 from .fileio import atomic_open, atomic_write_text
 from .finetune import init_from_checkpoint
 from .graphs import build_predict, build_train_step
-from .inputs import check_batch_size, open_config_data, validate_config_data
+from .inputs import augmenter_for, check_batch_size, open_config_data, validate_config_data
 from .interrupts import StopRequest, stop_requests
 from .metrics import classification_metrics, predict_dataset
 from .model import build_network
@@ -99,6 +100,8 @@ class _Run:
     n_batches: int
     drop_last: bool
     report: RunReport
+    augment: Augmenter | None = None
+    _lr: np.float32 | None = None  # the value last given to the step function
 
     ramp: object = None
 
@@ -113,7 +116,7 @@ class _Run:
 
     def before_batch(self, state: TrainState) -> None:
         """Set the learning rate (and the renorm bounds) for the optimizer step in progress."""
-        state.step_fn.lr.set_value(np.float32(self.lr_at(state.step)))
+        self.set_lr(state)
         if self.ramp is not None:
             self.ramp.set_step(state.step)
 
@@ -125,6 +128,13 @@ class _Run:
         if state.step_fn.apply is not None:
             state.step_fn.apply()
         return True
+
+    def set_lr(self, state: TrainState) -> None:
+        """Give the step function the learning rate of the next step, only when it changes."""
+        lr = np.float32(self.lr_at(state.step))
+        if lr != self._lr:
+            state.step_fn.lr.set_value(lr)
+            self._lr = lr
 
     def batches(self, state: TrainState) -> BatchIterator:
         """The rest of the current epoch's batches, in the order fixed by (seed, epoch)."""
@@ -138,6 +148,7 @@ class _Run:
             preprocess=state.preprocess,
             start_batch=state.batch,
             drop_last=self.drop_last,
+            augment=None if self.augment is None else partial(self.augment, epoch=state.epoch),
         )
 
     def epoch_row(self, state: TrainState, seconds: float) -> dict:
@@ -298,9 +309,11 @@ def fit(
             report = init_from_checkpoint(network, path, config.model.skip_mismatched)
             for line in report.lines(path):
                 log(line)
+        augment = augmenter_for(config, data.input_shape)
         with _run_folder(config, resume, force) as run_dir, stop_requests() as stop:
             ckpt = None if resume is None else _resume_checkpoint(config, network, run_dir)
             run, state = _setup(config, runtime, network, data, run_dir, ckpt, log)
+            run.augment = augment
             try:
                 history = _train(run, state, stop, progress, log)
             finally:

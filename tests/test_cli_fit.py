@@ -43,6 +43,7 @@ def test_run_folder_contents(trained):
         "best.bn_stats.json",
         "best.h5",
         "config.yaml",
+        "curves.png",  # training.plot: redrawn every epoch
         "last.bn_stats.json",
         "last.h5",
         "metrics.csv",

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..config import load_config
-from ..inputs import check_batch_size, open_config_data, validate_config_data
+from ..inputs import augmenter_for, check_batch_size, open_config_data, validate_config_data
 from ..model import build_network
 from .fit import check_run_folder
 
@@ -57,6 +57,7 @@ def check_command(config_path, overrides: Sequence[str] = ()) -> list[LayerRow]:
         network = build_network(config.model, data.input_shape, seed=config.training.seed)
         validate_config_data(data, network.n_classes)
         check_batch_size(data, config.training.batch_size, network)
+        augmenter_for(config, data.input_shape)
     finally:
         data.close()
     rows = []

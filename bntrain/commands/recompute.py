@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from ..bnstats import ESTIMATORS, MODES, compute_bn_stats, report_rows
@@ -94,6 +95,7 @@ def recompute_stats_command(
     device: str | None = None,
     progress: bool = False,
     plot=None,
+    augment: bool = False,
 ) -> RecomputeReport:
     """Recompute a checkpoint's batch-norm statistics and store them under ``/bn_stats``.
 
@@ -121,6 +123,9 @@ def recompute_stats_command(
     plot : path-like, optional
         Also draw, per batch-norm layer and channel, how far training's moving
         averages are from the recomputed statistics (:func:`bntrain.plots.plot_bn_drift`).
+    augment : bool
+        Apply the config's ``data.augment`` (as in the first epoch) to the data; default:
+        no augmentation, the distribution that evaluation sees.
 
     Returns
     -------
@@ -138,7 +143,7 @@ def recompute_stats_command(
     """
     from ..backend import resolve_runtime
     from ..checkpoint import write_bn_stats
-    from ..inputs import open_config_data, open_data_file
+    from ..inputs import augmenter_for, open_config_data, open_data_file
     from ..restore import ckpt_input_shape, restore
 
     if estimator not in ESTIMATORS:
@@ -158,6 +163,15 @@ def recompute_stats_command(
             raise CheckpointError(f"'{checkpoint}' has no batch-norm layers; nothing to recompute")
         runtime = resolve_runtime(config.backend, device or config.device)
         batch_size = int(batch_size or config.training.batch_size)
+        aug = None
+        if augment:
+            aug = augmenter_for(config, ckpt_input_shape(restored.ckpt))
+            if aug is None:
+                raise UsageError(
+                    f"--augment: the config stored in '{checkpoint}' has no data.augment; "
+                    f"leave out --augment"
+                )
+            aug = partial(aug, epoch=0)
         if data is not None:
             ds = open_data_file(data, x_key, None, ckpt_input_shape(restored.ckpt))
             data_name = str(data)
@@ -177,6 +191,7 @@ def recompute_stats_command(
                 mode=mode,
                 mode_name=runtime.mode,
                 progress=progress,
+                augment=aug,
             )
             sha = ds.sha256()
         finally:
@@ -191,6 +206,7 @@ def recompute_stats_command(
             "source": str(checkpoint.resolve()),
             "data": data_name,
             "passes": int(stats.passes),
+            "augmented": bool(augment),
         }
         write_bn_stats(
             checkpoint,

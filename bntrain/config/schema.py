@@ -18,6 +18,7 @@ from pydantic import Field, PrivateAttr, model_validator
 from .fields import (
     DataFile,
     NonNegativeFloat,
+    NonNegativeInt,
     PathText,
     PositiveFloat,
     PositiveInt,
@@ -36,6 +37,9 @@ __all__ = [
     "DataConfig",
     "DatasetSpec",
     "Preprocess",
+    "Augment",
+    "RandomCrop",
+    "RandomTranslate",
     "ModelConfig",
     "BatchNormConfig",
     "TrainingConfig",
@@ -102,6 +106,33 @@ class Preprocess(Section):
     )
 
 
+class RandomCrop(Section):
+    """``data.augment.random_crop``: pad, then cut a window at a random offset."""
+
+    size: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] = Field(
+        description="[height, width] of the window: the examples' own height and width"
+    )
+    pad: NonNegativeInt = Field(0, description="Pixels added on every side before cutting")
+    mode: Literal["zeros", "reflect"] = Field(
+        "zeros", description="Fill the padding with zeros or mirror the image"
+    )
+
+
+class RandomTranslate(Section):
+    """``data.augment.random_translate``: shift by up to ``max`` pixels, filling with zeros."""
+
+    max: PositiveInt = Field(description="Largest shift in pixels, each direction")
+
+
+class Augment(Section):
+    """``data.augment``: random changes to training batches (never validation, test or eval)."""
+
+    random_crop: RandomCrop | None = None
+    random_translate: RandomTranslate | None = None
+    hflip: bool = Field(False, description="Mirror left-right with probability 1/2")
+    vflip: bool = Field(False, description="Mirror upside-down with probability 1/2")
+
+
 class DataConfig(Section):
     """``data:`` section: training set, optional validation and test sets, preprocessing."""
 
@@ -112,6 +143,9 @@ class DataConfig(Section):
     )
     test: DatasetSpec | None = None
     preprocess: Preprocess = Field(default_factory=Preprocess)
+    augment: Augment | None = Field(
+        None, description="Training-time augmentation (image data, after preprocessing)"
+    )
 
     @model_validator(mode="after")
     def _val_once(self) -> DataConfig:
