@@ -33,7 +33,7 @@ def get_rng() -> np.random.RandomState:
     """
     global _rng
     if _rng is None:
-        _rng = np.random.RandomState(np.random.default_rng().bit_generator)
+        _rng = np.random.RandomState()  # MT19937 from OS entropy: seed() works, as in Lasagne
     return _rng
 
 

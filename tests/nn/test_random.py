@@ -20,6 +20,14 @@ def test_get_rng_is_lazy_randomstate_and_stable():
     assert nnrandom.get_rng() is rng
 
 
+def test_default_rng_can_be_reseeded_lasagne_style():
+    nnrandom._rng = None
+    nnrandom.get_rng().seed(1234)  # what Lasagne's tests and many ported scripts do
+    np.testing.assert_array_equal(
+        nnrandom.get_rng().uniform(size=3), np.random.RandomState(1234).uniform(size=3)
+    )
+
+
 def test_default_rng_is_seeded_from_entropy():
     draws = []
     for _ in range(2):

@@ -177,14 +177,14 @@ precompute_input, only_return_final
         out = self._transform_input(flat, updates, **kwargs)
         return out.reshape((n_time, n_batch, *(out.shape[i] for i in range(1, out.ndim))))
 
-    def get_output_for(self, inputs, **kwargs):
+    def get_output_for(self, inputs, collect_updates=None, **kwargs):
         """Run the recurrence over the sequence in ``inputs[0]``.
 
         ``inputs`` holds the sequence, then the mask and the initial-state
         layers' outputs where the layer has them.  Other keyword arguments
         (``deterministic``...) reach the layers inside the step.
         """
-        updates = kwargs.pop("collect_updates", None)
+        updates = collect_updates
         input = self._prepare_input(inputs[0])
         batch_size = input.shape[0]
         seq = input.dimshuffle(1, 0, *range(2, input.ndim))  # time-major

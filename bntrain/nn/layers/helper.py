@@ -132,10 +132,10 @@ def get_output(layer_or_layers, inputs=None, return_updates=False, **kwargs):
                 f"free-floating layer {layer!r}. Please call it with a dictionary mapping "
                 f"this layer to an input expression."
             ) from None
-        layer_kwargs = dict(kwargs, collect_updates=updates) if return_updates else kwargs
-        all_outputs[layer] = layer.get_output_for(
-            layer_inputs, **_accepted(layer.get_output_for, layer_kwargs)
-        )
+        layer_kwargs = _accepted(layer.get_output_for, kwargs)
+        if return_updates and _names_collect_updates(layer.get_output_for):
+            layer_kwargs["collect_updates"] = updates
+        all_outputs[layer] = layer.get_output_for(layer_inputs, **layer_kwargs)
         try:
             accepted_kwargs |= set(utils.inspect_kwargs(layer.get_output_for))
         except TypeError:  # not introspectable (a builtin)
@@ -171,6 +171,19 @@ def _accepted(fn, kwargs: dict) -> dict:
         if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
             names.add(p.name)
     return {k: v for k, v in kwargs.items() if k in names}
+
+
+def _names_collect_updates(fn) -> bool:
+    """Whether ``fn`` names a ``collect_updates`` parameter (``**kwargs`` alone does not count).
+
+    The keyword is bntrain's, not Lasagne's: a Lasagne-style layer whose
+    ``get_output_for`` takes ``**kwargs`` never asked for it, so it is not given it.
+    """
+    try:
+        param = inspect.signature(fn).parameters.get("collect_updates")
+    except (TypeError, ValueError):  # not introspectable
+        return False
+    return param is not None and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)
 
 
 def get_output_shape(layer_or_layers, input_shapes=None):

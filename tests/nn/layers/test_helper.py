@@ -369,3 +369,24 @@ def test_keywords_of_a_catch_all_layer_count_as_accepted():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         get_output(Picky(InputLayer((None, 2))), flavour="salty")
+
+
+def test_collect_updates_only_reaches_layers_that_name_it():
+    seen = []
+
+    class CatchAll(Layer):
+        """A Lasagne-style layer: takes **kwargs, never asked for bntrain's keyword."""
+
+        def get_output_for(self, input, **kwargs):
+            seen.append(dict(kwargs))
+            return input
+
+    l_in = InputLayer((None, 2))
+    top = Tracking(CatchAll(l_in), name="top")
+    out, updates = get_output(top, return_updates=True, deterministic=True, track=True)
+    assert seen == [{"deterministic": True, "track": True}]
+    assert list(updates) == [top.stat]  # the layer naming the keyword still gets the dict
+    x = np.array([[1, -2], [3, 5]], dtype=F32)
+    f = pytensor.function([l_in.input_var], out, updates=updates, mode="FAST_COMPILE")
+    np.testing.assert_array_equal(f(x), 2 * x)
+    np.testing.assert_array_equal(top.stat.get_value(), x.sum(axis=0))
