@@ -297,6 +297,12 @@ unroll_scan, precompute_input, mask_input, only_return_final
     ) -> None:
         _check_kwargs(type(self).__name__, kwargs)
         input_shape = incoming if isinstance(incoming, tuple) else incoming.output_shape
+        if len(input_shape) < 3:  # before the inner layers, whose message would not say why
+            where = _label(type(self).__name__, kwargs.get("name"))
+            raise ValueError(
+                f"{where}: the input must be (batch_size, sequence_length, features...), "
+                f"got input_shape={tuple(input_shape)!r}"
+            )
         prefix = f"{kwargs['name']}." if kwargs.get("name") is not None else ""
         in_to_hid = DenseLayer(
             InputLayer((None, *input_shape[2:])),
