@@ -286,7 +286,7 @@ def test_predictions_replace_only_an_earlier_predictions_file(files, tmp_path):
     for stats in ("ema", "population"):  # the second run replaces the first one's file
         result = run("eval", ckpt, "--data", data, "--stats", stats, "--predictions", out)
         assert result.exit_code == 0, result.output
-        probs, _ = numpy_forward(ckpt, files["x"], stats=stats)
+        probs, _ = numpy_forward(ckpt, files["x"], yaml_text=mlp_yaml(), stats=stats)
         with np.load(out) as z:
             np.testing.assert_allclose(z["probabilities"], probs, rtol=1e-4, atol=2e-6)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")) == []
