@@ -274,7 +274,7 @@ def test_resume_refuses_a_different_config(tmp_path):
     assert result.exit_code == 2
     assert result.output == (
         "Error: --resume: the config differs from the run's at training.optimizer.lr "
-        "(run: 0.05, now: 0.1); only training.epochs and training.checkpoint_every_steps may change when resuming\n"
+        "(run: 0.05, now: 0.1); only training.epochs, training.checkpoint_every_steps, training.plot, training.tensorboard may change when resuming\n"
     )
 
 
@@ -350,8 +350,7 @@ def test_output_dir_naming_a_file_is_one_error_line(tiny_config_file, args):
     result = run(*args, tiny_config_file)
     assert result.exit_code == 2
     assert result.output == (
-        f"Error: output.dir: '{folder / 'run'}' is a file, not a folder; set output.dir to a "
-        f"folder for the run (or move the file away)\n"
+        f"Error: run folder '{folder / 'run'}' is a file, not a folder; choose another output.dir\n"
     )
     assert (folder / "run").read_text() == "not a folder\n"
 

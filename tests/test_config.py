@@ -652,6 +652,7 @@ def test_dump_fills_defaults_in_schema_order_and_round_trips():
         "batch_norm": True,
         "name": None,
         "input": None,
+        "trainable": True,
     }
     assert parse_config(text, base_dir="/b") == cfg
 
