@@ -338,10 +338,11 @@ def test_residual_network_trains_resumes_recomputes_and_matches_numpy(residual, 
 @pytest.mark.slow
 @pytest.mark.parametrize("fold", [True, False])
 def test_onnx_export_of_the_residual_network_equals_eval(residual, fold):
-    export = pytest.importorskip("bntrain.export")
+    from bntrain.commands.export import export_command
+
     ort = pytest.importorskip("onnxruntime")
     out = residual["tmp"] / f"net-{fold}.onnx"
-    export.export_checkpoint(residual["ckpt"], out, fmt="onnx", stats="population", fold_bn=fold)
+    export_command(residual["ckpt"], out, fmt="onnx", stats="population", fold_bn=fold)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     (got,) = session.run(["probabilities"], {"input": residual["x"]})
     np.testing.assert_allclose(got, residual["probs"], rtol=0, atol=1e-5)
