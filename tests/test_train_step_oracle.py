@@ -69,9 +69,20 @@ def config_text(net: str, optimizer: str, weight_decay: float, clip=None) -> str
         "training:\n"
         "  epochs: 1\n"
         f"  batch_size: {BATCH}\n"
-        f"  optimizer: {{name: {optimizer}, lr: {LRS[0]}, momentum: {MOMENTUM}, beta1: {BETA1}, "
-        f"beta2: {BETA2}, epsilon: {OPT_EPS}, weight_decay: {weight_decay}{clip_key}}}\n"
+        f"  optimizer: {{name: {optimizer}, lr: {LRS[0]}, {OPTIMIZER_KEYS[optimizer]}"
+        f"weight_decay: {weight_decay}{clip_key}}}\n"
     )
+
+
+#: Each optimizer's own keys (its schema refuses the others').
+OPTIMIZER_KEYS = {
+    "sgd": "",
+    "momentum": f"momentum: {MOMENTUM}, ",
+    "nesterov": f"momentum: {MOMENTUM}, ",
+    "rmsprop": f"epsilon: {OPT_EPS}, ",
+    "adam": f"beta1: {BETA1}, beta2: {BETA2}, epsilon: {OPT_EPS}, ",
+    "adamw": f"beta1: {BETA1}, beta2: {BETA2}, epsilon: {OPT_EPS}, ",
+}
 
 
 # ------------------------------------------------------------------ the NumPy oracle

@@ -316,7 +316,7 @@ def unroll_scan(fn, sequences, outputs_info, non_sequences, n_steps, go_backward
     >>> a = pt.scalar("a")
     >>> [powers] = unroll_scan(lambda t, prev, a: prev * a, [pt.arange(3)], [1.0], [a], 3)
     >>> powers.eval({a: 2.0})
-    array([2., 4., 8.])
+    array([2., 4., 8.], dtype=float32)
     """
     if isinstance(n_steps, bool) or not isinstance(n_steps, int_types) or n_steps < 1:
         raise ValueError(f"unroll_scan: n_steps must be a positive int, got {n_steps!r}")
