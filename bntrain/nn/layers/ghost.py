@@ -43,7 +43,8 @@ class GhostBatchNormLayer(BatchNormLayer):
     >>> l_in = lasagne.layers.InputLayer((None, 1))
     >>> l_g = GhostBatchNormLayer(l_in, virtual_batch_size=2, epsilon=0, name="g")
     >>> x = np.array([[0.0], [2.0], [10.0], [30.0]], dtype="float32")
-    >>> lasagne.layers.get_output(l_g, x).eval().ravel().tolist()
+    >>> out, updates = lasagne.layers.get_output(l_g, x, return_updates=True)
+    >>> out.eval().ravel().tolist()
     [-1.0, 1.0, -1.0, 1.0]
     """
 
@@ -81,7 +82,13 @@ class GhostBatchNormLayer(BatchNormLayer):
             if batch_norm_update_averages is None
             else self._flag_for_self(batch_norm_update_averages, "batch_norm_update_averages")
         )
-        if not update_averages or collect_updates is None:
+        if update_averages and collect_updates is None:
+            raise ValueError(
+                f"{self._describe()}: training with ghost batch norm needs the updates "
+                f"collected: call get_output(..., return_updates=True) and pass them to "
+                f"pytensor.function (its per-group updates cannot be hidden Lasagne-style)"
+            )
+        if not update_averages:
             # Not training (eval, recompute-stats' passes): a batch need not hold whole groups,
             # so normalize as BatchNormLayer does (the whole batch's statistics, or the averages).
             return super().get_output_for(

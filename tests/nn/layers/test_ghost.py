@@ -86,3 +86,14 @@ def test_without_updates_a_batch_of_any_size_is_normalized_as_a_whole():
     a = L.get_output(ghost, x, **flags).eval()
     b = L.get_output(plain, x, **flags).eval()
     np.testing.assert_array_equal(a, b)
+
+
+def test_training_without_collected_updates_is_refused():
+    """Group updates cannot hide in default_update: say how to call it instead of being wrong."""
+    import bntrain.nn as lasagne
+
+    layer = lasagne.layers.GhostBatchNormLayer(
+        lasagne.layers.InputLayer((None, 2)), virtual_batch_size=2, name="g"
+    )
+    with pytest.raises(ValueError, match=r"get_output\(\.\.\., return_updates=True\)"):
+        lasagne.layers.get_output(layer)
