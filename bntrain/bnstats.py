@@ -271,13 +271,15 @@ def _is_async(outs) -> bool:
     return bool(outs) and not isinstance(outs[0], np.ndarray)
 
 
-def _batches(ds, preprocess, batch_size: int):
+def _batches(ds, preprocess, batch_size: int, augment=None):
     n = len(ds)
     for start in range(0, n, batch_size):
-        x, _ = ds.read(slice(start, min(start + batch_size, n)))
+        stop = min(start + batch_size, n)
+        x, _ = ds.read(slice(start, stop))
         if preprocess is not None:
             x = preprocess.apply(x)
-        yield np.ascontiguousarray(x, dtype=np.float32)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        yield x if augment is None else augment(x, np.arange(start, stop))
 
 
 def _check_choice(value, choices, what: str) -> None:
@@ -296,6 +298,7 @@ def compute_bn_stats(
     mode_name: str = "NUMBA",
     progress: bool = False,
     wrap=None,
+    augment=None,
 ) -> BnStatsResult:
     """Stream ``ds`` through ``network`` and compute whole-set batch-norm statistics.
 
@@ -324,6 +327,9 @@ def compute_bn_stats(
         The PyTensor mode to compile with (``'NUMBA'``, ``'C'``, ``'JAX'``...).
     progress : bool
         Show a tqdm progress bar (examples/s) on stderr.
+    augment : callable, optional
+        ``augment(x, indices)`` applied to every preprocessed batch (default: none,
+        so the statistics describe the data the network is evaluated on).
 
     Returns
     -------
@@ -363,7 +369,9 @@ def compute_bn_stats(
                 bar.set_description(f"pass {p + 1}/{len(groups)}")
             fn = _compile_pass(network, targets, settled, mode_name, wrap)
             found.update(
-                _run_pass(fn, targets, _batches(ds, preprocess, batch_size), estimator, bar)
+                _run_pass(
+                    fn, targets, _batches(ds, preprocess, batch_size, augment), estimator, bar
+                )
             )
             if mode == "layerwise" and p + 1 < len(groups):
                 for bn in targets:

@@ -159,12 +159,19 @@ def layer_hyperparams(layer) -> dict:
         put("axes")
         put("epsilon")
         put("alpha")
+        put("virtual_batch_size")
+        for key in ("r_max", "d_max"):  # renorm: the bound in force (ramped), a float
+            if hasattr(layer, key):
+                value = getattr(layer, key)
+                out[key] = float(value.get_value() if hasattr(value, "get_value") else value)
     elif isinstance(layer, L.FlattenLayer):
         put("outdim")
     elif isinstance(layer, L.ReshapeLayer):
         put("shape")
     elif isinstance(layer, L.ConcatLayer):
         put("axis")
+    elif isinstance(layer, L.ElemwiseSumLayer):
+        out["coeffs"] = [float(c) for c in layer.coeffs]
     nonlin = getattr(layer, "nonlinearity", None)
     if nonlin is not None:
         out["nonlinearity"] = nonlinearities.name_of(nonlin)

@@ -218,13 +218,21 @@ def check(config, overrides):
     from .commands.check import check_command
 
     rows = check_command(config, overrides)
+    inputs = [", ".join(r.inputs) or "-" for r in rows]
     width = max(len(r.name) for r in rows)
     twidth = max(len(r.type) for r in rows)
-    click.echo(f"{'layer':<{width}}  {'type':<{twidth}}  {'output shape':<18}  params")
-    for r in rows:
+    iwidth = max(len(i) for i in inputs)
+    click.echo(
+        f"{'layer':<{width}}  {'type':<{twidth}}  {'inputs':<{iwidth}}  {'output shape':<18}  params"
+    )
+    for r, i in zip(rows, inputs, strict=True):
         shape = "(" + ", ".join("N" if d is None else str(d) for d in r.output_shape) + ")"
-        click.echo(f"{r.name:<{width}}  {r.type:<{twidth}}  {shape:<18}  {r.params}")
-    click.echo(f"total parameters: {sum(r.params for r in rows)}")
+        click.echo(f"{r.name:<{width}}  {r.type:<{twidth}}  {i:<{iwidth}}  {shape:<18}  {r.params}")
+    total, trainable = sum(r.params for r in rows), sum(r.trainable for r in rows)
+    click.echo(
+        f"total parameters: {total} ({total / 1e6:.2f}M); trainable: {trainable} "
+        f"({trainable / 1e6:.2f}M)"
+    )
 
 
 @main.command()
@@ -367,13 +375,29 @@ def _echo_class_table(per_class, matrix) -> None:
     metavar="FILE",
     help="Write the result to FILE (default: update CHECKPOINT in place, atomically).",
 )
+@click.option(
+    "--augment",
+    is_flag=True,
+    help="Apply the config's data.augment to the data (default: none, the distribution eval sees).",
+)
 @plot_option
 @device_option
 @devices_option
 @quiet_option
 @_handle_errors("--batch-size")
 def recompute_stats(
-    checkpoint, data, x_key, batch_size, estimator, mode, output, plot, device, devices, quiet
+    checkpoint,
+    data,
+    x_key,
+    batch_size,
+    estimator,
+    mode,
+    output,
+    augment,
+    plot,
+    device,
+    devices,
+    quiet,
 ):
     """Recompute CHECKPOINT's batch-norm statistics over the whole training set.
 
@@ -393,6 +417,7 @@ def recompute_stats(
         devices=devices,
         progress=_progress(quiet),
         plot=plot,
+        augment=augment,
     )
     if not quiet:
         width = max(len("layer"), *(len(row.name) for row in r.layers))
@@ -468,6 +493,38 @@ def export(checkpoint, fmt, stats, fold_bn, out):
     r = export_command(checkpoint, out, fmt=fmt, stats=stats, fold_bn=fold_bn)
     folded = f", {len(r.folded)} batch-norm layers folded" if r.folded else ""
     click.echo(f"wrote {r.format} ({r.stats} statistics{folded}) to {r.path}")
+
+
+@main.group()
+def data():
+    """The standard datasets' download cache (BNTRAIN_DATA_DIR, BNTRAIN_DATA_MIRROR)."""
+
+
+@data.command("list")
+@_handle_errors(None)
+def data_list():
+    """Show the cache folder and what is cached, with sizes and checksum state."""
+    from .commands.data import data_list_command
+
+    folder, rows = data_list_command()
+    click.echo(f"cache: {folder}")
+    width = max(len(r.dataset) for r in rows)
+    click.echo(f"{'dataset':<{width}}  {'size':>12}  {'state':<12}  file")
+    for r in rows:
+        size = "-" if r.size is None else str(r.size)
+        click.echo(f"{r.dataset:<{width}}  {size:>12}  {r.state:<12}  {r.path.name}")
+
+
+@data.command("fetch")
+@click.argument("name")
+@quiet_option
+@_handle_errors(None)
+def data_fetch(name, quiet):
+    """Download NAME (mnist, fashion_mnist, cifar10, cifar100) and convert it for use."""
+    from .commands.data import data_fetch_command
+
+    for path in data_fetch_command(name, progress=_progress(quiet)):
+        click.echo(f"ready: {path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -208,7 +208,7 @@ def _layer_node(ckpt: Checkpoint, name: str, stats: str) -> list[Node]:
         nodes.append(Node(name, "reshape", inputs, {"shape": shape}))  # identity at inference
     elif kind in ("FlattenLayer", "ReshapeLayer"):
         nodes.append(Node(name, "reshape", inputs, {"shape": shape}))
-    elif kind == "BatchNormLayer":
+    elif kind in ("BatchNormLayer", "BatchReNormLayer", "GhostBatchNormLayer"):  # alike at test
         axes = _ints(attrs["axes"])
         if 0 not in axes:
             raise _fail(ckpt, name, "batch norm that does not normalize over the batch axis")

@@ -33,6 +33,10 @@ class TrainStep:
         The learning rate (float32 scalar), set before each step by the schedule.
     optimizer_state : OrderedDict
         Optimizer slots by name.
+    apply : callable or None
+        With ``training.accumulate`` > 1: ``fn`` only adds a micro-batch's
+        gradients (and batch-norm updates); ``apply()`` takes the optimizer step
+        with their mean and clears them.  ``None`` otherwise.
     rng_cells : dict
         JAX mode only: for each dropout layer, the storage cell of the private
         copy of its generator that PyTensor's JAX linker draws from (the layer's
@@ -43,6 +47,7 @@ class TrainStep:
     lr: object
     optimizer_state: OrderedDict
     rng_cells: dict = field(default_factory=dict)
+    apply: object = None
 
     def rng_state(self, layer) -> dict:
         """The current state of a dropout layer's generator, as JSON-able data."""
@@ -105,7 +110,7 @@ def _jax_rng_cells(fn, layers) -> dict:
 
 def _optimizer_updates(opt, loss, params, lr, regularizable):
     f32 = np.float32
-    grads = pytensor.grad(loss, params)
+    grads = loss if isinstance(loss, list) else pytensor.grad(loss, params)
     if opt.grad_clip_norm is not None:
         grads = updates.total_norm_constraint(grads, f32(opt.grad_clip_norm))
     if opt.name == "sgd":
@@ -190,12 +195,16 @@ def build_train_step(
     """
     x = network.input_layer.input_var
     y = pt.ivector("y")
-    ghost = {"batch_norm_groups": bn_groups} if bn_groups > 1 else {}
+    bn_options = {}
+    if getattr(network, "bn_freeze", "none") != "none":  # stored statistics, never updated
+        bn_options = {"batch_norm_use_averages": True, "batch_norm_update_averages": False}
+    if bn_groups > 1:
+        bn_options["batch_norm_groups"] = bn_groups
     out, layer_updates = L.get_output(
         network.output_layer,
         inputs=static_inputs(network, batch_size),
         return_updates=True,
-        **ghost,
+        **bn_options,
     )
     loss = objectives.categorical_crossentropy(out, y).mean()
     acc = objectives.categorical_accuracy(out, y).mean(dtype=pytensor.config.floatX)
@@ -207,19 +216,50 @@ def build_train_step(
     params = L.get_all_params(network.output_layer, trainable=True)
     lr = pytensor.shared(np.float32(opt.lr), name="lr")
     regularizable = set(L.get_all_params(network.output_layer, regularizable=True))
-    ups = _optimizer_updates(opt, cost, params, lr, regularizable)
-    state = updates.optimizer_state(ups, params)
+    apply = None
+    if getattr(training, "accumulate", 1) > 1:
+        ups, apply, state = _accumulation(opt, cost, params, lr, regularizable, mode)
+    else:
+        ups = _optimizer_updates(opt, cost, params, lr, regularizable)
+        state = updates.optimizer_state(ups, params)
     ups.update(layer_updates)
     if training.nan_policy == "skip":
-        ok = pt.isfinite(loss)
-        ups = OrderedDict(
-            (var, pt.switch(ok, new, var) if isinstance(new.type, TensorType) else new)
-            for var, new in ups.items()
-        )
+        ups = _guard(ups, pt.isfinite(loss))
     fn = pytensor.function([x, y], [loss, acc], updates=ups, mode=mode)
     dropout = network.dropout_layers
     cells = _jax_rng_cells(fn, dropout) if mode == "JAX" and dropout else {}
-    return TrainStep(fn=fn, lr=lr, optimizer_state=state, rng_cells=cells)
+    return TrainStep(fn=fn, lr=lr, optimizer_state=state, rng_cells=cells, apply=apply)
+
+
+def _guard(ups: OrderedDict, ok) -> OrderedDict:
+    """Keep every tensor variable unchanged where ``ok`` is false."""
+    return OrderedDict(
+        (var, pt.switch(ok, new, var) if isinstance(new.type, TensorType) else new)
+        for var, new in ups.items()
+    )
+
+
+def _accumulation(opt, cost, params, lr, regularizable, mode):
+    """Gradient accumulation: the micro-batch updates, the compiled ``apply()`` and its slots.
+
+    Each micro-batch adds its gradients into a float32 accumulator per parameter
+    and counts itself; ``apply()`` steps the optimizer with the mean over the
+    micro-batches counted (so a short last cycle of an epoch is a mean too),
+    then zeroes the accumulators.  ``apply()`` changes nothing if none was counted.
+    """
+    grads = pytensor.grad(cost, params)
+    sums = [pytensor.shared(np.zeros_like(p.get_value()), name=f"accum.{p.name}") for p in params]
+    count = pytensor.shared(np.float32(0), name="accum.count")
+    micro = OrderedDict((s, s + g) for s, g in zip(sums, grads, strict=True))
+    micro[count] = count + np.float32(1)
+    mean = [s / pt.maximum(count, np.float32(1)) for s in sums]
+    step = _optimizer_updates(opt, mean, params, lr, regularizable)
+    state = updates.optimizer_state(step, params)
+    step = _guard(step, pt.gt(count, 0))
+    for s in sums:
+        step[s] = pt.zeros_like(s)
+    step[count] = pt.zeros_like(count)
+    return micro, pytensor.function([], [], updates=step, mode=mode), state
 
 
 def build_predict(network, mode: str, wrap=None):

@@ -11,10 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from .data import fit_examples, open_dataset, split_indices, validate_dataset
+from .data import Augmenter, fit_examples, open_dataset, split_indices, validate_dataset
 from .errors import DataError, UsageError
 
 __all__ = [
+    "augmenter_for",
     "ConfigData",
     "check_batch_size",
     "open_config_data",
@@ -154,3 +155,22 @@ def check_batch_size(cd: ConfigData, batch_size: int, network) -> None:
             "training.batch_size: 1 cannot train batch normalization (a batch of one "
             "example has no variance); use 2 or more"
         )
+
+
+def augmenter_for(config, input_shape) -> Augmenter | None:
+    """The training augmenter of ``config.data.augment`` for examples of ``input_shape``.
+
+    ``bntrain check`` and ``bntrain fit`` give the same messages.
+
+    Raises
+    ------
+    UsageError
+        If the settings do not fit the examples (not images, a crop of another size,
+        a pad or shift as large as the image).
+    """
+    aug = Augmenter.from_config(config.data.augment, config.training.seed)
+    bad = None if aug is None else aug.problem(input_shape)
+    if bad is not None:
+        key, message = bad
+        raise UsageError(f"data.augment{'.' + key if key else ''}: {message}")
+    return aug

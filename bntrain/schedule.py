@@ -16,8 +16,10 @@ def learning_rate(
     ----------
     schedule : bntrain.config.ScheduleConfig
         ``name`` is ``constant``, ``step`` (times ``gamma`` every ``step_size``
-        epochs) or ``cosine`` (from ``base_lr`` down to ``min_lr`` at the last
-        step); ``warmup_epochs`` first ramps linearly up to ``base_lr``.
+        epochs), ``cosine`` (from ``base_lr`` down to ``min_lr`` at the last
+        step) or ``multistep`` (times ``gamma`` from each of ``milestones`` on, counted
+        in steps or epochs as ``unit`` says); ``warmup_epochs`` first ramps linearly
+        up to ``base_lr``.
     base_lr : float
         The optimizer's ``lr``.
     step, steps_per_epoch, total_epochs : int
@@ -35,4 +37,7 @@ def learning_rate(
         span = max(total_epochs * steps_per_epoch - warmup_steps, 1)
         t = min((step - warmup_steps) / span, 1.0)
         return schedule.min_lr + (base_lr - schedule.min_lr) * 0.5 * (1.0 + math.cos(math.pi * t))
+    if schedule.name == "multistep":
+        where = step if schedule.unit == "steps" else epoch_pos
+        return base_lr * schedule.gamma ** sum(where >= m for m in schedule.milestones)
     raise ValueError(f"unknown schedule {schedule.name!r}")

@@ -28,6 +28,7 @@ from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -36,11 +37,12 @@ from . import __version__
 from .backend import Runtime, device_name, resolve_runtime
 from .checkpoint import Checkpoint, atomic_copy, clean_temp_files, read_checkpoint
 from .config import dump_config, parse_config
-from .data import BatchIterator, Preprocessor
+from .data import Augmenter, BatchIterator, Preprocessor
 from .errors import CheckpointError, TrainingError, UsageError
 from .fileio import atomic_open, atomic_write_text
+from .finetune import init_from_checkpoint
 from .graphs import build_predict, build_train_step
-from .inputs import check_batch_size, open_config_data, validate_config_data
+from .inputs import augmenter_for, check_batch_size, open_config_data, validate_config_data
 from .interrupts import StopRequest, stop_requests
 from .metrics import classification_metrics, predict_dataset
 from .model import build_network
@@ -99,10 +101,41 @@ class _Run:
     n_batches: int
     drop_last: bool
     report: RunReport
+    augment: Augmenter | None = None
+    _lr: np.float32 | None = None  # the value last given to the step function
+
+    ramp: object = None
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Optimizer steps per epoch: cycles of ``training.accumulate`` micro-batches."""
+        return math.ceil(self.n_batches / self.training.accumulate)
 
     def lr_at(self, step: int) -> float:
         tr = self.training
-        return learning_rate(tr.schedule, tr.optimizer.lr, step, self.n_batches, tr.epochs)
+        return learning_rate(tr.schedule, tr.optimizer.lr, step, self.steps_per_epoch, tr.epochs)
+
+    def before_batch(self, state: TrainState) -> None:
+        """Set the learning rate (and the renorm bounds) for the optimizer step in progress."""
+        self.set_lr(state)
+        if self.ramp is not None:
+            self.ramp.set_step(state.step)
+
+    def after_batch(self, state: TrainState) -> bool:
+        """End the accumulation cycle if the micro-batch just run closes it; return whether."""
+        done = state.batch + 1
+        if done % self.training.accumulate and done != self.n_batches:
+            return False
+        if state.step_fn.apply is not None:
+            state.step_fn.apply()
+        return True
+
+    def set_lr(self, state: TrainState) -> None:
+        """Give the step function the learning rate of the next step, only when it changes."""
+        lr = np.float32(self.lr_at(state.step))
+        if lr != self._lr:
+            state.step_fn.lr.set_value(lr)
+            self._lr = lr
 
     def batches(self, state: TrainState) -> BatchIterator:
         """The rest of the current epoch's batches, in the order fixed by (seed, epoch)."""
@@ -116,6 +149,7 @@ class _Run:
             preprocess=state.preprocess,
             start_batch=state.batch,
             drop_last=self.drop_last,
+            augment=None if self.augment is None else partial(self.augment, epoch=state.epoch),
         )
 
     def epoch_row(self, state: TrainState, seconds: float) -> dict:
@@ -176,11 +210,13 @@ def _train(run: _Run, state: TrainState, stop: StopRequest, progress: bool, log)
         )
         try:
             for x, y in batches:
-                state.step_fn.lr.set_value(np.float32(run.lr_at(state.step)))
+                run.before_batch(state)
                 loss, acc = state.step_fn.fn(x, y)
-                if state.count_step(float(loss), float(acc), len(x)):
+                stepped = run.after_batch(state)
+                if state.count_step(float(loss), float(acc), len(x), stepped):
                     bar.update(loss, acc, state.meter.seen / max(time.perf_counter() - t0, 1e-9))
-                    if every and state.step % every == 0 and state.batch < run.n_batches:
+                    save = stepped and every and state.step % every == 0
+                    if save and state.batch < run.n_batches:
                         state.to_checkpoint(run.dir / "last.h5")
                 elif tr.nan_policy == "stop" or state.nan_streak >= tr.max_consecutive_nan:
                     raise TrainingError(_nan_message(state, run))
@@ -273,9 +309,17 @@ def fit(
         network = build_network(config.model, data.input_shape, seed=tr.seed)
         validate_config_data(data, network.n_classes)
         check_batch_size(data, tr.batch_size, network)
+        _check_batch_norm_options(config, n_devices)
+        if resume is None and config.model.init_from is not None:
+            path = Path(config.base_dir) / config.model.init_from
+            report = init_from_checkpoint(network, path, config.model.skip_mismatched)
+            for line in report.lines(path):
+                log(line)
+        augment = augmenter_for(config, data.input_shape)
         with _run_folder(config, resume, force) as run_dir, stop_requests() as stop:
             ckpt = None if resume is None else _resume_checkpoint(config, network, run_dir)
             run, state = _setup(config, runtime, n_devices, network, data, run_dir, ckpt, log)
+            run.augment = augment
             try:
                 history = _train(run, state, stop, progress, log)
             finally:
@@ -294,6 +338,21 @@ def fit(
         return result
     finally:
         data.close()
+
+
+def _check_batch_norm_options(config, n_devices: int) -> None:
+    bn = config.model.batch_norm
+    if n_devices > 1 and not bn.sync and bn.kind == "renorm":
+        raise UsageError(
+            "model.batch_norm.sync: false (per-device statistics) cannot be combined with "
+            "kind renorm; use sync: true or kind bn"
+        )
+    v = bn.virtual_batch_size
+    if v is not None and config.training.batch_size % v:
+        raise UsageError(
+            f"model.batch_norm.virtual_batch_size: {v} does not divide training.batch_size "
+            f"({config.training.batch_size}); pick a divisor of the batch size"
+        )
 
 
 @contextmanager
@@ -321,15 +380,19 @@ def _setup(config, runtime: Runtime, n_devices: int, network, data, run_dir: Pat
     t0 = time.perf_counter()
     static = tr.batch_size if runtime.static_batch else None
     dp = DataParallel(n_devices, runtime.device) if n_devices > 1 else None
-    ghost = n_devices if dp is not None and not config.model.batch_norm.sync else 1
-    step_fn = build_train_step(network, tr, runtime.mode, batch_size=static, bn_groups=ghost)
+    groups = n_devices if dp is not None and not config.model.batch_norm.sync else 1
+    step_fn = build_train_step(network, tr, runtime.mode, batch_size=static, bn_groups=groups)
     if dp is not None:
         step_fn.fn = dp.wrap(step_fn.fn)
+        step_fn.apply = None if step_fn.apply is None else dp.wrap(step_fn.apply)
     predict = build_predict(network, runtime.mode, wrap=None if dp is None else dp.wrap)
     info = _run_info(config, runtime, t0) | {"devices": n_devices}
     config_text = dump_config(config, extra={"run": info})
     metric = tr.best_metric if data.val is not None else tr.best_metric.replace("val_", "train_")
-    drop_last = _drop_last(len(data.train), tr.batch_size, tr.shuffle or runtime.static_batch)
+    ghost = config.model.batch_norm.virtual_batch_size is not None  # whole groups only
+    drop_last = _drop_last(
+        len(data.train), tr.batch_size, tr.shuffle or runtime.static_batch or ghost
+    )
     n = len(data.train)
     n_batches = n // tr.batch_size if drop_last else math.ceil(n / tr.batch_size)
     report = RunReport(run_dir, tr.plot, tr.tensorboard, None if ckpt is None else ckpt.step, log)
@@ -344,6 +407,7 @@ def _setup(config, runtime: Runtime, n_devices: int, network, data, run_dir: Pat
         drop_last,
         report,
     )
+    run.ramp = network.ramp
     if ckpt is None:
         state = TrainState(
             network, step_fn, preprocess, tr.optimizer.name, config_text, Best(metric)

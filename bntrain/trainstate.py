@@ -83,9 +83,12 @@ class TrainState:
     nan_streak: int = 0  # non-finite losses in a row
     meter: EpochMeter = field(default_factory=EpochMeter)
 
-    def count_step(self, loss: float, acc: float, n: int) -> bool:
-        """Advance past a step; return False (counting the streak) if its loss is not finite."""
-        self.step += 1
+    def count_step(self, loss: float, acc: float, n: int, stepped: bool = True) -> bool:
+        """Advance past a (micro-)batch; return False (counting the streak) if its loss is not finite.
+
+        ``stepped``: the batch closed an optimizer step (always, without accumulation).
+        """
+        self.step += int(stepped)
         self.batch += 1
         if not math.isfinite(loss):
             self.nan_streak += 1

@@ -331,13 +331,23 @@ def test_large_mean_small_std_keeps_its_variance(mode_name, mean_rtol, mean_atol
     x = rng.normal(size=(1001, 3))
     x[:, 2] = 1e4 + 1e-2 * x[:, 2]
     x = x.astype(np.float32)
-    exact = x.astype(np.float64).var(axis=0)
-    for estimator in ("population",):
+    x64 = x.astype(np.float64)
+    exact = x64.var(axis=0)
+    batches = [x64[i : i + 64] for i in range(0, len(x64), 64)]  # the last one holds 41
+    expected = {  # (mean, var) of each estimator, in float64
+        "population": (x64.mean(axis=0), exact),
+        "batch-mean": (
+            np.mean([b.mean(axis=0) for b in batches], axis=0),
+            np.mean([b.var(axis=0, ddof=1) for b in batches], axis=0),
+        ),
+    }
+    for estimator, (mean, var) in expected.items():
         s = compute_bn_stats(net, ArrayDS(x), None, 64, estimator=estimator, mode_name=mode_name)
-        np.testing.assert_allclose(s["bn"].var, exact, rtol=1e-6)
+        np.testing.assert_allclose(s["bn"].var, var, rtol=1e-6, err_msg=estimator)
         np.testing.assert_allclose(
-            s["bn"].mean, x.astype(np.float64).mean(axis=0), rtol=mean_rtol, atol=mean_atol
+            s["bn"].mean, mean, rtol=mean_rtol, atol=mean_atol, err_msg=estimator
         )
+    assert not np.allclose(expected["batch-mean"][1], exact, rtol=1e-4)  # they differ here
     # E[x^2] - E[x]^2 in float32 would be useless here (guards the test's difficulty):
     x32 = x[:, 2]
     naive = np.mean(x32 * x32, dtype=np.float32) - np.mean(x32, dtype=np.float32) ** 2

@@ -85,7 +85,7 @@ CASES = {
         "schedule: {name: cosine}",
         "schedule: {gamma: 0.5}",
         "Error: c.yaml:18: training.schedule.gamma: unknown key for name 'constant' "
-        "(used with name: step)",
+        "(used with name: step, multistep)",
     ),
     "lr_zero_in_float32": (
         "lr: 0.05",

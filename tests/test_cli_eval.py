@@ -72,7 +72,7 @@ def test_json_output_and_default_ema_warning(files):
     assert metrics["batch_size"] == 16
     assert len(metrics["confusion_matrix"]) == 10
     assert sum(map(sum, metrics["confusion_matrix"])) == 40
-    probs, _ = numpy_forward(plain, files["x"], stats="ema")
+    probs, _ = numpy_forward(plain, files["x"], yaml_text=mlp_yaml(), stats="ema")
     assert metrics["accuracy"] == pytest.approx(np.mean(probs.argmax(1) == files["y"]))
     assert result.stderr.splitlines() == [
         f"Warning: '{plain}' has no /bn_stats (recompute-stats has not been run); evaluating "
@@ -97,7 +97,7 @@ def test_human_output_with_population_stats_and_predictions(files):
     )
     assert result.exit_code == 0, result.output
     assert result.stderr == ""  # /bn_stats present: population, no warning
-    probs, _ = numpy_forward(ckpt, files["x"], stats="population")
+    probs, _ = numpy_forward(ckpt, files["x"], yaml_text=mlp_yaml(), stats="population")
     p = probs[np.arange(40), files["y"]]
     lines = result.stdout.splitlines()
     assert lines == [
@@ -127,7 +127,9 @@ def test_default_data_is_the_config_test_set(files):
     assert metrics["data"] == "data.test"
     assert metrics["stats"] == "batch"
     assert metrics["n_examples"] == len(y)
-    probs, _ = numpy_forward(ckpt, x.reshape(len(x), -1), stats="batch", batch_size=100)
+    probs, _ = numpy_forward(
+        ckpt, x.reshape(len(x), -1), yaml_text=mlp_yaml(), stats="batch", batch_size=100
+    )
     assert metrics["accuracy"] == pytest.approx(np.mean(probs.argmax(1) == y))
 
 
@@ -284,7 +286,7 @@ def test_predictions_replace_only_an_earlier_predictions_file(files, tmp_path):
     for stats in ("ema", "population"):  # the second run replaces the first one's file
         result = run("eval", ckpt, "--data", data, "--stats", stats, "--predictions", out)
         assert result.exit_code == 0, result.output
-        probs, _ = numpy_forward(ckpt, files["x"], stats=stats)
+        probs, _ = numpy_forward(ckpt, files["x"], yaml_text=mlp_yaml(), stats=stats)
         with np.load(out) as z:
             np.testing.assert_allclose(z["probabilities"], probs, rtol=1e-4, atol=2e-6)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".tmp")) == []

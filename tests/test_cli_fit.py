@@ -1,6 +1,7 @@
 """`bntrain fit` and `bntrain check` end to end on tiny digits runs (CliRunner, temporary folders)."""
 
 import csv
+import math
 
 import h5py
 import numpy as np
@@ -42,6 +43,7 @@ def test_run_folder_contents(trained):
         "best.bn_stats.json",
         "best.h5",
         "config.yaml",
+        "curves.png",  # training.plot: redrawn every epoch
         "last.bn_stats.json",
         "last.h5",
         "metrics.csv",
@@ -56,10 +58,20 @@ def test_metrics_csv_has_a_row_per_epoch(trained):
         rows = list(csv.DictReader(fh))
     assert list(rows[0].keys()) == METRICS_COLUMNS
     assert [int(r["epoch"]) for r in rows] == [1, 2]
-    assert int(rows[1]["step"]) == 2 * (1258 // 64)  # shuffled: the last partial batch is dropped
-    for r in rows:
-        assert 0 <= float(r["val_acc"]) <= 1 and float(r["train_loss"]) > 0
-        assert float(r["samples_per_sec"]) > 0
+    per_epoch = 1258 // 64  # shuffled: the last partial batch is dropped
+    assert [int(r["step"]) for r in rows] == [per_epoch, 2 * per_epoch]
+    for epoch, r in enumerate(rows, start=1):
+        # TINY_MLP's schedule: cosine from lr 0.05 to 0 over 2 epochs; the row's lr is the
+        # lr of the epoch's last step (0-based index step - 1)
+        t = (epoch * per_epoch - 1) / (2 * per_epoch)
+        assert float(r["lr"]) == pytest.approx(0.05 * (1 + math.cos(math.pi * t)) / 2, rel=1e-5)
+        assert 0.5 <= float(r["val_acc"]) <= 1 and 0 < float(r["val_loss"]) < math.log(10)
+        assert 0 < float(r["train_loss"]) < math.log(10) and 0.3 <= float(r["train_acc"]) <= 1
+        assert float(r["epoch_seconds"]) > 0
+        assert float(r["samples_per_sec"]) == pytest.approx(
+            per_epoch * 64 / float(r["epoch_seconds"]), rel=1e-3
+        )
+    assert float(rows[1]["train_loss"]) < float(rows[0]["train_loss"])
 
 
 def test_run_config_is_resolved_and_loads_again(trained):
@@ -75,12 +87,45 @@ def test_run_config_is_resolved_and_loads_again(trained):
     assert again.training.optimizer.lr == 0.05 and again.model.batch_norm.alpha == 0.1
 
 
+def _population_reference(path, x):
+    """TINY_MLP's BN inputs over the training set, batch mode (batches of 64 in stored order,
+    each normalized with its own statistics), from the checkpoint's arrays; float64."""
+    with h5py.File(path, "r") as f:
+        a = {k: f[f"model/layers/{k}"] for k in ("dense1", "dense1_bn", "dense2")}
+        W1, W2 = a["dense1"]["W"][()], a["dense2"]["W"][()]
+        gamma, beta = a["dense1_bn"]["gamma"][()], a["dense1_bn"]["beta"][()]
+    x = x.reshape(len(x), -1).astype(np.float64) * 0.0625  # preprocess.scale
+    h1 = [x[i : i + 64] @ W1 for i in range(0, len(x), 64)]
+    h2 = []
+    for h in h1:
+        z = (h - h.mean(0)) / np.sqrt(h.var(0) + 1e-4) * gamma + beta  # epsilon from the YAML
+        h2.append(np.maximum(z, 0) @ W2)  # relu; dropout is off at inference
+    return {name: np.concatenate(hs) for name, hs in (("dense1_bn", h1), ("dense2_bn", h2))}
+
+
 def test_checkpoints_carry_population_statistics(trained):
+    from bntrain.data import open_dataset
+
     folder, _ = trained
-    with h5py.File(folder / "run" / "best.h5", "r") as f:
-        assert set(f["bn_stats"].keys()) == {"dense1_bn", "dense2_bn"}
-        assert f["bn_stats/dense1_bn/var"].shape == (16,)
-        assert f.attrs["epoch"] in (1, 2)
+    train = open_dataset({"builtin": "digits", "split": "train"}, None, "data.train")
+    x, _ = train.read(slice(0, len(train)))
+    train.close()
+    for name in ("best.h5", "last.h5"):
+        path = folder / "run" / name
+        inputs = _population_reference(path, x)
+        with h5py.File(path, "r") as f:
+            assert set(f["bn_stats"].keys()) == {"dense1_bn", "dense2_bn"}
+            attrs = f["bn_stats"].attrs
+            assert (attrs["estimator"], attrs["mode"]) == ("population", "batch")
+            assert attrs["n_examples"] == 1258 and attrs["batch_size"] == 64
+            for layer, h in inputs.items():
+                mean, var = f[f"bn_stats/{layer}/mean"][()], f[f"bn_stats/{layer}/var"][()]
+                np.testing.assert_allclose(mean, h.mean(0), rtol=1e-4, atol=1e-5, err_msg=layer)
+                np.testing.assert_allclose(var, h.var(0), rtol=1e-4, atol=1e-6, err_msg=layer)
+                # the moving averages are another thing: they stay as training left them
+                ema = f[f"model/layers/{layer}/mean"][()]
+                assert not np.allclose(ema, mean, rtol=1e-3)
+            assert f.attrs["epoch"] in (1, 2)
     with h5py.File(folder / "run" / "last.h5", "r") as f:
         assert f.attrs["epoch"] == 2
 
@@ -102,10 +147,16 @@ def test_check_prints_layers_without_training(trained):
     result = run("check", folder / "tiny.yaml")
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0].split() == ["layer", "type", "output", "shape", "params"]
-    assert lines[2].split() == ["dense1", "DenseLayer", "(N,", "16)", str(64 * 16)]
-    assert lines[3].split() == ["dense1_bn", "BatchNormLayer", "(N,", "16)", str(4 * 16)]
-    assert lines[-1] == f"total parameters: {64 * 16 + 64 + 16 * 12 + 48 + 12 * 10 + 10}"
+    assert lines[0].split() == ["layer", "type", "inputs", "output", "shape", "params"]
+    assert lines[1].split() == ["input", "InputLayer", "-", "(N,", "64)", "0"]
+    assert lines[2].split() == ["dense1", "DenseLayer", "input", "(N,", "16)", str(64 * 16)]
+    assert lines[3].split() == ["dense1_bn", "BatchNormLayer", "dense1", "(N,", "16)", "64"]
+    total = 64 * 16 + 4 * 16 + 16 * 12 + 4 * 12 + 12 * 10 + 10
+    trainable = total - 2 * 16 - 2 * 12  # the batch-norm mean and inv_std are not trained
+    assert lines[-1] == (
+        f"total parameters: {total} ({total / 1e6:.2f}M); trainable: {trainable} "
+        f"({trainable / 1e6:.2f}M)"
+    )
 
 
 def test_print_config_fills_defaults(tiny_config_file):
@@ -223,7 +274,7 @@ def test_resume_refuses_a_different_config(tmp_path):
     assert result.exit_code == 2
     assert result.output == (
         "Error: --resume: the config differs from the run's at training.optimizer.lr "
-        "(run: 0.05, now: 0.1); only training.epochs and training.checkpoint_every_steps may change when resuming\n"
+        "(run: 0.05, now: 0.1); only training.epochs, training.checkpoint_every_steps, training.plot, training.tensorboard may change when resuming\n"
     )
 
 
@@ -299,8 +350,7 @@ def test_output_dir_naming_a_file_is_one_error_line(tiny_config_file, args):
     result = run(*args, tiny_config_file)
     assert result.exit_code == 2
     assert result.output == (
-        f"Error: output.dir: '{folder / 'run'}' is a file, not a folder; set output.dir to a "
-        f"folder for the run (or move the file away)\n"
+        f"Error: run folder '{folder / 'run'}' is a file, not a folder; choose another output.dir\n"
     )
     assert (folder / "run").read_text() == "not a folder\n"
 

@@ -98,6 +98,46 @@ def first_bn_reference(network, x):
     return h.mean(axis=0), h.var(axis=0)
 
 
+EPSILON = 1e-3  # model.batch_norm.epsilon in CONFIG
+
+
+def _estimate(batches, estimator):
+    if estimator == "population":
+        h = np.concatenate(batches)
+        return h.mean(axis=0), h.var(axis=0)
+    return (  # Algorithm 2: unweighted means of batch means and unbiased batch variances
+        np.mean([b.mean(axis=0) for b in batches], axis=0),
+        np.mean([b.var(axis=0, ddof=1) for b in batches], axis=0),
+    )
+
+
+def second_bn_reference(network, x, mode, batch_size, estimator):
+    """Statistics of dense2_bn's input, in float64, from CONFIG's layers (relu, then dense2).
+
+    ``batch``: dense1_bn normalizes each batch with the batch's own statistics;
+    ``layerwise``: with the statistics recomputed for it first (same estimator).
+    """
+
+    def value(layer, param):
+        return getattr(network.layer(layer), param).get_value().astype(np.float64)
+
+    p = {
+        "W1": value("dense1", "W"),
+        "gamma": value("dense1_bn", "gamma"),
+        "beta": value("dense1_bn", "beta"),
+        "W2": value("dense2", "W"),
+    }
+    xs = SCALE * x.astype(np.float64)
+    h1 = [xs[i : i + batch_size] @ p["W1"] for i in range(0, len(xs), batch_size)]
+    settled = _estimate(h1, estimator) if mode == "layerwise" else None
+    h2 = []
+    for h in h1:
+        mean, var = settled if settled is not None else (h.mean(axis=0), h.var(axis=0))
+        z = (h - mean) / np.sqrt(var + EPSILON) * p["gamma"] + p["beta"]
+        h2.append(np.maximum(z, 0) @ p["W2"])
+    return _estimate(h2, estimator)
+
+
 def test_in_place_writes_stats_attributes_and_report(files, ckpt):
     before = read_checkpoint(ckpt)
     result = run("recompute-stats", ckpt)
@@ -111,6 +151,14 @@ def test_in_place_writes_stats_attributes_and_report(files, ckpt):
     assert got["mean"].shape == (5,) and after.bn_stats["dense2_bn"]["var"].shape == (4,)
     np.testing.assert_allclose(got["mean"], mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(got["var"], var, rtol=1e-5)
+    mean2, var2 = second_bn_reference(files["network"], files["x"], "batch", 8, "population")
+    np.testing.assert_allclose(after.bn_stats["dense2_bn"]["mean"], mean2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(after.bn_stats["dense2_bn"]["var"], var2, rtol=1e-5, atol=1e-7)
+    # where the second layer's statistics tell the modes apart
+    _, var2_layerwise = second_bn_reference(
+        files["network"], files["x"], "layerwise", 8, "population"
+    )
+    assert not np.allclose(var2, var2_layerwise, rtol=1e-3)
     # the moving averages (and every other parameter) are untouched
     for name in before.params:
         for key, value in before.params[name].items():
@@ -119,7 +167,7 @@ def test_in_place_writes_stats_attributes_and_report(files, ckpt):
     assert a["estimator"] == "population" and a["mode"] == "batch"
     assert a["n_examples"] == N_TRAIN and a["batch_size"] == 8 and a["passes"] == 1
     assert a["data_sha256"] == hashlib.sha256(files["x"].tobytes()).hexdigest()
-    assert a["source"] == str(ckpt.resolve())
+    assert a["source"] == str(ckpt.resolve()) and a["data"] == "config:data.train"
     assert datetime.fromisoformat(a["computed_at"]).utcoffset().total_seconds() == 0
     with h5py.File(ckpt, "r") as f:
         assert f["bn_stats/dense2_bn"].attrs["estimator"] == "population"
@@ -189,6 +237,10 @@ def test_output_leaves_the_source_unchanged(files, ckpt):
     var = np.mean([b.var(0, ddof=1) for b in batches], axis=0)
     np.testing.assert_allclose(written.bn_stats["dense1_bn"]["mean"], mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(written.bn_stats["dense1_bn"]["var"], var, rtol=1e-5)
+    mean2, var2 = second_bn_reference(files["network"], files["x"], "layerwise", 7, "batch-mean")
+    np.testing.assert_allclose(written.bn_stats["dense2_bn"]["mean"], mean2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(written.bn_stats["dense2_bn"]["var"], var2, rtol=1e-5, atol=1e-7)
+    assert a["data"] == "config:data.train"
     assert json.loads((out.parent / "out_layerwise.bn_stats.json").read_text())["passes"] == 2
     assert result.stdout.splitlines() == [
         f"wrote /bn_stats (batch-mean, layerwise mode, 30 examples, 2 passes) to {out}; "
@@ -204,7 +256,10 @@ def test_data_option_with_x_key_reshapes_same_size_examples(files, ckpt):
     mean, var = first_bn_reference(files["network"], x)
     np.testing.assert_allclose(after.bn_stats["dense1_bn"]["mean"], mean, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(after.bn_stats["dense1_bn"]["var"], var, rtol=1e-5)
-    assert after.bn_stats_attrs["n_examples"] == 10
+    a = after.bn_stats_attrs
+    assert a["n_examples"] == 10
+    assert a["data"] == str(files["tmp"] / "other.npz")  # provenance: the file, not the config
+    assert a["data_sha256"] == hashlib.sha256(files["other"].tobytes()).hexdigest()
 
 
 def _assert_nothing_written(folder, before):

@@ -134,12 +134,13 @@ def test_shipped_configs_match_their_brief():
         (100, "sigmoid"),
         (10, "softmax"),
     ]
-    assert ioffe.data.train.path == "../data/mnist_train.h5"
-    assert ioffe.data.test.path == "../data/mnist_test.h5"
+    assert (ioffe.data.train.builtin, ioffe.data.train.split) == ("mnist", "train")
+    assert (ioffe.data.test.builtin, ioffe.data.test.split) == ("mnist", "test")
     assert abs(ioffe.data.preprocess.scale * 255 - 1) < 1e-12
     cifar = load_config(CONFIGS / "cifar10_cnn.yaml")
     assert cifar.model.input_shape == [3, 32, 32] and cifar.data.preprocess.standardize is True
-    assert cifar.data.train.path == "../data/cifar10_train.h5"
+    assert (cifar.data.train.builtin, cifar.data.train.split) == ("cifar10", "train")
+    assert (cifar.data.test.builtin, cifar.data.test.split) == ("cifar10", "test")
 
 
 def test_minimal_config_gets_defaults_and_name_from_source():
@@ -241,6 +242,9 @@ def test_layer_specs_and_defaults():
         "flatten",
         "batchnorm",
         "nonlinearity",
+        "add",
+        "concat",
+        "block",
     }
     assert "relu" in NONLINEARITIES and "leaky_rectify" in NONLINEARITIES
 
@@ -349,12 +353,13 @@ ERRORS = {
         sub("type: dropout", "type: dropot"),
         "file.yaml:12: model.layers[1].type: unknown layer type 'dropot' (did you mean "
         "'dropout'?); expected one of dense, conv2d, maxpool2d, avgpool2d, global_avgpool, "
-        "dropout, flatten, batchnorm, nonlinearity",
+        "dropout, flatten, batchnorm, nonlinearity, add, concat, block",
     ),
     "layer_without_type": (
         sub("{type: dropout, p: 0.2}", "{p: 0.2}"),
         "file.yaml:12: model.layers[1]: missing required key 'type' (one of dense, conv2d, "
-        "maxpool2d, avgpool2d, global_avgpool, dropout, flatten, batchnorm, nonlinearity)",
+        "maxpool2d, avgpool2d, global_avgpool, dropout, flatten, batchnorm, nonlinearity, add, "
+        "concat, block)",
     ),
     "layer_not_mapping": (
         sub("{type: dropout, p: 0.2}", "dropout"),
@@ -655,6 +660,8 @@ def test_dump_fills_defaults_in_schema_order_and_round_trips():
         "nonlinearity": "relu",
         "batch_norm": True,
         "name": None,
+        "input": None,
+        "trainable": True,
     }
     assert parse_config(text, base_dir="/b") == cfg
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
-import os
-import pickle
+import io
 import struct
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 from types import ModuleType
 
@@ -135,81 +135,79 @@ def test_mnist_script_runs_as_a_program(tmp_path: Path) -> None:
 # ----------------------------------------------------------------------------- CIFAR-10
 
 
-def _cifar_pickle(data: np.ndarray, labels: list[int], numpy1_names: bool) -> bytes:
-    batch = {
-        b"batch_label": b"fake batch",
-        b"labels": labels,
-        b"data": data,
-        b"filenames": [f"img_{i}.png".encode() for i in range(len(labels))],
-    }
-    # Protocol 3 stores bytes natively and globals as text, like the Python 2 originals.
-    raw = pickle.dumps(batch, protocol=3)
-    if numpy1_names:  # the module name the real (NumPy 1) files use
-        raw = raw.replace(b"cnumpy._core.multiarray\n", b"cnumpy.core.multiarray\n")
-        assert b"numpy.core.multiarray" in raw
-    return raw
-
-
-def _fake_cifar(folder: Path, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, ...]]:
-    folder.mkdir(parents=True, exist_ok=True)
-    xs, ys = [], []
-    for i, name in enumerate([f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]):
+def _fake_cifar_archive(path: Path, rng: np.random.Generator) -> dict[str, tuple[np.ndarray, ...]]:
+    """A cifar-10-binary.tar.gz with records <label><1024 R><1024 G><1024 B>."""
+    members, xs, ys = {}, [], []
+    for i, name in enumerate([f"data_batch_{k}.bin" for k in range(1, 6)] + ["test_batch.bin"]):
         n = 2 + i % 3
         data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=n).tolist()
-        (folder / name).write_bytes(_cifar_pickle(data, labels, numpy1_names=i % 2 == 0))
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        members[f"cifar-10-batches-bin/{name}"] = np.column_stack([labels, data]).tobytes()
         xs.append(data.reshape(n, 3, 32, 32))
-        ys.append(np.array(labels))
+        ys.append(labels.astype(np.int64))
+    with tarfile.open(path, "w:gz") as tar:
+        for name, raw in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(raw)
+            tar.addfile(info, io.BytesIO(raw))
     return {
         "train": (np.concatenate(xs[:5]), np.concatenate(ys[:5])),
         "test": (xs[5], ys[5]),
+        "test_rows": data,  # the test batch's rows as pickled: 1024 red, green, blue values
     }
 
 
 def test_cifar_round_trip(tmp_path: Path, cifar: ModuleType) -> None:
-    parts = _fake_cifar(tmp_path / "cifar-10-batches-py", np.random.default_rng(3))
-    # the parent folder of cifar-10-batches-py is accepted too
-    assert cifar.main([str(tmp_path), str(tmp_path / "out")]) == 0
+    parts = _fake_cifar_archive(tmp_path / "cifar-10-binary.tar.gz", np.random.default_rng(3))
+    assert cifar.main([str(tmp_path / "cifar-10-binary.tar.gz"), str(tmp_path / "out")]) == 0
     for part in ("train", "test"):
         x, y = parts[part]
         with open_dataset({"path": f"out/cifar10_{part}.h5"}, tmp_path, "data") as ds:
             xs, ys = ds.read(slice(None))
             assert ds.example_shape == (3, 32, 32) and xs.dtype == np.uint8
             assert np.array_equal(xs, x) and np.array_equal(ys, y)
-    # channel layout: row = 1024 red, 1024 green, 1024 blue values
-    assert np.array_equal(parts["test"][0][0, 1].ravel(), parts["test"][0][0].ravel()[1024:2048])
+    # channel layout of the converted file: a pickled row is 1024 red, 1024 green, 1024 blue
+    # values, each channel row-major over 32 x 32 pixels
+    rows = parts["test_rows"]
+    with open_dataset({"path": "out/cifar10_test.h5"}, tmp_path, "data") as ds:
+        xs, _ = ds.read(slice(None))
+    for channel in range(3):
+        for r, c in ((0, 0), (0, 31), (5, 7), (31, 0), (31, 31)):
+            assert xs[1, channel, r, c] == rows[1, 1024 * channel + 32 * r + c]
 
 
-class _Evil:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple:
-        return (os.system, (f"touch {self.marker}",))
-
-
-def test_cifar_refuses_pickles_with_other_globals(
-    tmp_path: Path, cifar: ModuleType, capsys: pytest.CaptureFixture
+@pytest.mark.parametrize("damage", ["short", "garbage", "member", "label"])
+def test_cifar_bad_archive(
+    tmp_path: Path, cifar: ModuleType, damage: str, capsys: pytest.CaptureFixture
 ) -> None:
-    folder = tmp_path / "c"
-    _fake_cifar(folder, np.random.default_rng(4))
-    marker = tmp_path / "pwned"
-    (folder / "test_batch").write_bytes(
-        pickle.dumps({b"data": _Evil(marker), b"labels": [0]}, protocol=3)
-    )
-    assert cifar.main([str(folder), str(tmp_path / "out")]) == 2
+    archive = tmp_path / "cifar-10-binary.tar.gz"
+    records = {f"cifar-10-batches-bin/data_batch_{k}.bin": bytes(3073) for k in range(1, 6)}
+    records["cifar-10-batches-bin/test_batch.bin"] = bytes(3073)
+    if damage == "short":
+        records["cifar-10-batches-bin/test_batch.bin"] = bytes(3000)
+        expected = "'cifar-10-batches-bin/test_batch.bin' has 3000 bytes, not a whole number"
+    elif damage == "member":
+        del records["cifar-10-batches-bin/data_batch_3.bin"]
+        expected = "has no member 'cifar-10-batches-bin/data_batch_3.bin'"
+    elif damage == "label":
+        records["cifar-10-batches-bin/data_batch_1.bin"] = bytes([10]) + bytes(3072)
+        expected = "label 10 is outside [0, 10)"
+    else:
+        expected = "cannot read"
+    if damage == "garbage":
+        archive.write_bytes(b"not an archive")
+    else:
+        with tarfile.open(archive, "w:gz") as tar:
+            for name, raw in records.items():
+                info = tarfile.TarInfo(name)
+                info.size = len(raw)
+                tar.addfile(info, io.BytesIO(raw))
+    assert cifar.main([str(archive), str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and "test_batch': refusing to load global '" in err
-    assert f"{os.system.__module__}.system'" in err
-    assert not marker.exists()
-    assert not (tmp_path / "out" / "cifar10_test.h5").exists()
+    assert err.startswith("error: ") and expected in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
 
 
-def test_cifar_bad_batch_contents(tmp_path: Path, cifar: ModuleType) -> None:
-    path = tmp_path / "b"
-    path.write_bytes(pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}, 3))
-    with pytest.raises(cifar.ConvertError, match="rows of 100 values, expected 3072"):
-        cifar.load_batch(path)
-    path.write_bytes(b"garbage")
-    with pytest.raises(cifar.ConvertError, match="unreadable pickle"):
-        cifar.load_batch(path)
+def test_cifar_script_loads_no_pickle() -> None:
+    text = (SCRIPTS / "convert_cifar10.py").read_text()
+    assert "pickle" not in text.replace("no pickle is ever loaded", "")

@@ -7,6 +7,7 @@ import shutil
 import h5py
 import numpy as np
 import pytest
+import yaml
 
 from bntrain.checkpoint import save_checkpoint, write_bn_stats
 from bntrain.commands.eval import evaluate_command
@@ -125,24 +126,87 @@ def _maxpool(x, size):
     return x.max(axis=(3, 5))
 
 
-def numpy_forward(path, x_raw, *, stats: str, batch_size: int | None = None):
-    """Forward pass of the checkpoint at ``path`` (read with plain h5py), in float64.
+_PREFIX = {"conv2d": "conv", "maxpool2d": "pool", "avgpool2d": "pool"}
 
-    ``stats``: 'ema' (stored mean/inv_std), 'population' (``/bn_stats`` mean/var),
-    'batch' (each batch of ``batch_size``'s own biased statistics), or 'exact'
-    (the statistics of the whole of ``x_raw``, layer by layer).
-    Returns ``(probabilities, {bn layer: (mean, var) seen})``.
+
+def yaml_layers(yaml_text: str) -> list[tuple]:
+    """The network a config describes, as ``(op, name, settings)`` steps, from the YAML alone.
+
+    Follows the documented rules (README, docs/checkpoint.md): layers are named ``<type><i>``
+    (``conv``/``pool`` for ``conv2d``/``maxpool2d``); ``conv2d`` is a true convolution with
+    ``stride`` 1 and ``pad: same`` by default; with ``batch_norm.insert: auto`` every ``dense``
+    and ``conv2d`` layer but the output one is followed by ``<name>_bn`` (per channel, the
+    model's ``epsilon``, default 1e-4), the bias is dropped and the nonlinearity (default
+    ``relu``) moves after the normalization.
     """
+    model = yaml.safe_load(yaml_text)["model"]
+    bn_cfg = model.get("batch_norm", {})
+    epsilon = float(bn_cfg.get("epsilon", 1e-4))
+    auto = bn_cfg.get("insert", "auto") == "auto"
+    specs = model["layers"]
+    weighted = [i for i, spec in enumerate(specs) if spec["type"] in ("dense", "conv2d")]
+    counts: dict[str, int] = {}
+    steps = []
+    for i, spec in enumerate(specs):
+        t = spec["type"]
+        base = _PREFIX.get(t, t)
+        counts[base] = counts.get(base, 0) + 1
+        name = spec.get("name", f"{base}{counts[base]}")
+        act = spec.get("nonlinearity", "relu")
+        if t in ("dense", "conv2d"):
+            bn = auto and i != weighted[-1] and spec.get("batch_norm", True)
+            settings = {"bias": not bn}
+            if t == "conv2d":
+                size = _pair(spec["size"])
+                pad = spec.get("pad", "same")
+                if pad == "same":
+                    pad = (size[0] // 2, size[1] // 2)
+                elif pad == "valid":
+                    pad = (0, 0)
+                elif pad == "full":
+                    pad = (size[0] - 1, size[1] - 1)
+                settings.update(stride=_pair(spec.get("stride", 1)), pad=_pair(pad))
+            steps.append((t, name, settings))
+            if bn:
+                axes = (0,) if t == "dense" else (0, 2, 3)
+                steps.append(("bn", f"{name}_bn", {"axes": axes, "epsilon": epsilon}))
+            steps.append(("act", name, {"fn": act}))
+        elif t == "maxpool2d":
+            size = _pair(spec["size"])
+            assert _pair(spec.get("stride", size)) == size and not spec.get("pad"), (
+                "not in the oracle"
+            )
+            steps.append(("maxpool", name, {"size": size}))
+        elif t == "flatten":
+            steps.append(("flatten", name, {}))
+        elif t != "dropout":  # dropout does nothing at inference
+            raise AssertionError(f"layer type {t} not in the oracle")
+    return steps
+
+
+def _pair(value):
+    return tuple(value) if isinstance(value, list | tuple) else (value, value)
+
+
+def numpy_forward(path, x_raw, *, yaml_text: str, stats: str, batch_size: int | None = None):
+    """Forward pass, in float64, of the network ``yaml_text`` describes with the parameters of
+    the checkpoint at ``path`` (read with plain h5py).
+
+    Every setting (layers, nonlinearities, pads, strides, epsilon, input scale) comes from the
+    YAML; only the learned arrays come from the file.  ``stats``: 'ema' (stored
+    mean/inv_std), 'population' (``/bn_stats`` mean/var), 'batch' (each batch of
+    ``batch_size``'s own biased statistics), or 'exact' (the statistics of the whole of
+    ``x_raw``, layer by layer).  Returns ``(probabilities, {bn layer: (mean, var) seen})``.
+    """
+    config = yaml.safe_load(yaml_text)
+    scale = float(config["data"].get("preprocess", {}).get("scale", 1.0))
+    input_shape = config["model"].get("input_shape")
+    steps = yaml_layers(yaml_text)
     with h5py.File(path, "r") as f:
-        names = [n.decode() for n in f["model/layer_names"][()]]
-        layers = []
-        for name in names:
-            g = f["model/layers"][name]
-            attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in g.attrs.items()}
-            params = {k: g[k][()].astype(np.float64) for k in g.keys()}
-            layers.append((name, attrs, params))
-        pre = f["preprocess"]
-        scale = float(pre.attrs["scale"])
+        arrays = {
+            name: {k: g[k][()].astype(np.float64) for k in g.keys()}
+            for name, g in f["model/layers"].items()
+        }
         pop = (
             {k: (f["bn_stats"][k]["mean"][()], f["bn_stats"][k]["var"][()]) for k in f["bn_stats"]}
             if "bn_stats" in f
@@ -155,24 +219,23 @@ def numpy_forward(path, x_raw, *, stats: str, batch_size: int | None = None):
         chunks = [x_all]
     outs, seen = [], {}
     for x in chunks:
-        for name, attrs, p in layers:
-            t = attrs["type"]
-            if t == "InputLayer":
-                x = x.reshape((len(x), *[int(d) for d in attrs["output_shape"][1:]]))
-            elif t == "DenseLayer":
-                x = x.reshape(len(x), -1) @ p["W"] + p.get("b", 0)
-            elif t == "Conv2DLayer":
-                x = _conv(x, p["W"], attrs["stride"], attrs["pad"], bool(attrs["flip_filters"]))
-                if "b" in p:
+        if input_shape is not None:
+            x = x.reshape((len(x), *input_shape))
+        for op, name, c in steps:
+            p = arrays[name] if op != "act" else {}
+            if op == "dense":
+                x = x.reshape(len(x), -1) @ p["W"] + (p["b"] if c["bias"] else 0)
+            elif op == "conv2d":
+                x = _conv(x, p["W"], c["stride"], c["pad"], flip=True)
+                if c["bias"]:
                     x = x + p["b"][None, :, None, None]
-            elif t == "Pool2DLayer":
-                x = _maxpool(x, attrs["pool_size"])
-            elif t == "FlattenLayer":
+            elif op == "maxpool":
+                x = _maxpool(x, c["size"])
+            elif op == "flatten":
                 x = x.reshape(len(x), -1)
-            elif t == "BatchNormLayer":
-                axes = tuple(int(a) for a in attrs["axes"])
+            elif op == "bn":
+                axes = c["axes"]
                 shape = [1 if a in axes else s for a, s in enumerate(x.shape)]
-                eps = float(attrs["epsilon"])
                 if stats == "ema":
                     mean, inv_std = p["mean"], p["inv_std"]
                 else:
@@ -181,15 +244,11 @@ def numpy_forward(path, x_raw, *, stats: str, batch_size: int | None = None):
                     else:
                         mean, var = x.mean(axis=axes), x.var(axis=axes)
                         seen[name] = (mean, var)
-                    inv_std = 1 / np.sqrt(var + eps)
+                    inv_std = 1 / np.sqrt(var + c["epsilon"])
                 x = (x - mean.reshape(shape)) * (inv_std * p["gamma"]).reshape(shape)
                 x = x + p["beta"].reshape(shape)
-            elif t == "DropoutLayer":
-                pass
-            elif t != "NonlinearityLayer":
-                raise AssertionError(f"layer type {t} not in the oracle")
-            if "nonlinearity" in attrs:
-                x = _act(attrs["nonlinearity"], x)
+            else:
+                x = _act(c["fn"], x)
         outs.append(x)
     return np.concatenate(outs), seen
 
@@ -247,7 +306,11 @@ def test_predictions_match_numpy_forward(mlp_runs, key):
     metrics, pred = mlp_runs["runs"][key]
     ckpt = mlp_runs["with_stats"] if key != "ema" else mlp_runs["plain"]
     expected, _ = numpy_forward(
-        ckpt, mlp_runs["x"].reshape(N_EXAMPLES, -1), stats=key, batch_size=BATCH
+        ckpt,
+        mlp_runs["x"].reshape(N_EXAMPLES, -1),
+        yaml_text=mlp_yaml(),
+        stats=key,
+        batch_size=BATCH,
     )
     assert pred["probabilities"].dtype == np.float32
     assert pred["probabilities"].shape == (N_EXAMPLES, 10)
@@ -264,7 +327,9 @@ def test_batch_stats_depend_on_batch_composition(mlp_runs):
     """The partial last batch is normalized with its own 6 examples, not padding."""
     _, pred = mlp_runs["runs"]["batch"]
     x = mlp_runs["x"].reshape(N_EXAMPLES, -1)
-    whole, _ = numpy_forward(mlp_runs["with_stats"], x, stats="batch", batch_size=N_EXAMPLES)
+    whole, _ = numpy_forward(
+        mlp_runs["with_stats"], x, yaml_text=mlp_yaml(), stats="batch", batch_size=N_EXAMPLES
+    )
     assert np.abs(pred["probabilities"] - whole).max() > 1e-3
 
 
@@ -357,7 +422,9 @@ def test_population_statistics_match_the_trained_behaviour(tmp_path):
     np.savez(tmp_path / "train.npz", X=x, y=y)
     x = np.asarray(x, dtype=np.float64).reshape(n, -1)
 
-    truth, exact_stats = numpy_forward(ckpt, x, stats="exact")
+    truth, exact_stats = numpy_forward(
+        ckpt, x, yaml_text=mlp_yaml(alpha=0.9, epochs=3), stats="exact"
+    )
     recompute_stats_command(ckpt, data=tmp_path / "train.npz", mode="layerwise")
     recomputed = read_checkpoint(ckpt).bn_stats
     assert sorted(recomputed) == sorted(exact_stats)
@@ -413,5 +480,5 @@ def test_conv_net_matches_numpy_forward(tmp_path, stats):
     np.savez(tmp_path / "x.npz", X=x)
     out = tmp_path / "p.npz"
     evaluate_command(ckpt, data=tmp_path / "x.npz", stats=stats, batch_size=10, predictions=out)
-    expected, _ = numpy_forward(ckpt, x, stats=stats, batch_size=10)
+    expected, _ = numpy_forward(ckpt, x, yaml_text=CONV_YAML, stats=stats, batch_size=10)
     np.testing.assert_allclose(np.load(out)["probabilities"], expected, rtol=1e-4, atol=2e-6)

@@ -19,7 +19,8 @@ def _net(cfg, shape=(64,), seed=0):
 
 
 def test_auto_inserts_bn_after_every_weighted_layer_but_the_output():
-    net = _net(_cfg())
+    # epsilon and alpha away from the layer's defaults (1e-4, 0.1): they must come from the config
+    net = _net(_cfg(overrides=["model.batch_norm.epsilon=0.003", "model.batch_norm.alpha=0.35"]))
     assert [l.name for l in net.layers] == [
         "input",
         "dense1",
@@ -35,7 +36,9 @@ def test_auto_inserts_bn_after_every_weighted_layer_but_the_output():
     assert (
         d1.b is None and d1.nonlinearity is nonlinearities.identity
     )  # bias removed, nonlinearity moved
-    assert isinstance(bn1, L.BatchNormLayer) and bn1.epsilon == 1e-4 and bn1.alpha == 0.1
+    for bn in (bn1, net.layer("dense2_bn")):
+        assert isinstance(bn, L.BatchNormLayer) and bn.epsilon == 0.003 and bn.alpha == 0.35
+        assert bn.axes == (0,)
     assert nl1.nonlinearity is nonlinearities.rectify
     assert net.layer("dense2_bn_nonlin").nonlinearity is nonlinearities.tanh
     out = net.layer("dense3")
@@ -87,22 +90,23 @@ def test_network_must_end_in_softmax():
     with pytest.raises(ConfigError) as e:
         _net(cfg)
     assert str(e.value) == (
-        "model.layers[3]: the network must end in class probabilities (got output shape [10]); "
+        "tiny.yaml:13: model.layers[3]: the network must end in class probabilities (got output shape [10]); "
         "end it with {type: dense, units: <classes>, nonlinearity: softmax}"
     )
 
 
 def test_duplicate_layer_names_are_rejected():
-    cfg = _cfg(overrides=["model.layers[0].name=x", "model.layers[2].name=x"])
-    with pytest.raises(ConfigError, match=r"^model.layers\[2\].name: layer name 'x' is used twice"):
-        _net(cfg)
+    with pytest.raises(
+        ConfigError, match=r"^--set model.layers\[2\].name=x: layer name 'x' is used twice"
+    ):
+        _cfg(overrides=["model.layers[0].name=x", "model.layers[2].name=x"])
 
 
 def test_layer_that_cannot_fit_names_its_config_entry():
     text = TINY_MLP.replace(
         "{type: dense, units: 16, nonlinearity: relu}", "{type: maxpool2d, size: 2}"
     )
-    with pytest.raises(ConfigError, match=r"^model.layers\[0\] \(maxpool2d\): "):
+    with pytest.raises(ConfigError, match=r"^tiny.yaml:10: model.layers\[0\] \(maxpool2d\): "):
         _net(_cfg(text))
 
 
@@ -111,16 +115,17 @@ def test_a_layer_too_large_to_allocate_is_refused_before_allocation():
     with pytest.raises(ConfigError) as e:
         _net(cfg)
     assert str(e.value) == (
-        "model.layers[0].units: the layer would hold 6.4e+13 weights (more than 268435456); "
+        "tiny.yaml:10: model.layers[0].units: the layer would hold 6.4e+13 weights (more than 268435456); "
         "use a smaller units"
     )
 
 
 def test_every_layer_type_is_one_spec_class_that_builds_its_layer():
-    from bntrain.config import LAYER_TYPES, LayerSpec, LayerSpecBase
+    from bntrain.config import LAYER_TYPES, BlockSpec, LayerSpec, LayerSpecBase
     from bntrain.config.walk import strip
 
     members = strip(LayerSpec).members
     assert tuple(members) == LAYER_TYPES
-    for cls in members.values():
-        assert issubclass(cls, LayerSpecBase) and cls.build is not LayerSpecBase.build
+    for cls in members.values():  # a block is expanded into the layers of its template
+        assert issubclass(cls, LayerSpecBase)
+        assert (cls.build is not LayerSpecBase.build) == (cls is not BlockSpec)

@@ -37,3 +37,47 @@ def test_warmup_ramps_linearly_then_follows_schedule():
     assert learning_rate(s, 1.0, 3, 4, 3) == pytest.approx(1.0)
     # after warm-up the cosine runs over the remaining 2 epochs (8 steps)
     assert learning_rate(s, 1.0, 8, 4, 3) == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
+
+
+def _multistep_reference(base_lr, position, milestones, gamma):
+    """PyTorch MultiStepLR's rule: lr * gamma ** (milestones reached so far)."""
+    import numpy as np
+
+    return base_lr * gamma ** int(np.searchsorted(milestones, position, side="right"))
+
+
+@pytest.mark.parametrize("unit", ["steps", "epochs"])
+def test_multistep_matches_a_reference_at_every_step(unit):
+    from bntrain.config.schema import MultiStepSchedule
+
+    milestones = [32, 48] if unit == "steps" else [3, 5]
+    s = MultiStepSchedule(name="multistep", milestones=milestones, unit=unit, gamma=0.1)
+    per_epoch = 10
+    for step in range(70):
+        position = step if unit == "steps" else step // per_epoch
+        want = _multistep_reference(0.1, position, milestones, 0.1)
+        assert learning_rate(s, 0.1, step, per_epoch, 7) == pytest.approx(want, rel=1e-12)
+    # the paper's recipe: 0.1, divided by 10 at 32k and 48k iterations
+    he = MultiStepSchedule(name="multistep", milestones=[32000, 48000])
+    rates = [learning_rate(he, 0.1, k, 391, 164) for k in (31999, 32000, 47999, 48000, 63999)]
+    assert rates == pytest.approx([0.1, 0.01, 0.01, 0.001, 0.001])
+
+
+def test_multistep_milestones_must_increase():
+    from bntrain.config import parse_config
+    from bntrain.errors import ConfigError
+
+    text = (
+        "data: {train: {builtin: digits, split: train}}\n"
+        "model: {layers: [{type: dense, units: 10, nonlinearity: softmax}]}\n"
+        "training:\n"
+        "  epochs: 1\n"
+        "  batch_size: 8\n"
+        "  optimizer: {name: sgd, lr: 0.1}\n"
+        "  schedule: {name: multistep, milestones: [30, 20]}\n"
+    )
+    with pytest.raises(ConfigError) as e:
+        parse_config(text, source="s.yaml")
+    assert str(e.value) == (
+        "s.yaml:7: training.schedule.milestones[1]: must increase, but 20 follows 30"
+    )

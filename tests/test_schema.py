@@ -166,7 +166,12 @@ def test_schema_command_prints_the_schema():
 
 def test_readme_config_with_the_editor_line_is_valid_for_both(validator):
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    blocks = [b for b in re.findall(r"```yaml\n(.*?)```", readme, flags=re.S) if "data:" in b]
+    # the whole-config example (the other YAML blocks are excerpts of one section)
+    blocks = [
+        b
+        for b in re.findall(r"```yaml\n(.*?)```", readme, flags=re.S)
+        if b.startswith("name: digits_mlp")
+    ]
     assert len(blocks) == 1
     assert "# yaml-language-server: $schema=bntrain.schema.json" in readme
     text = "# yaml-language-server: $schema=bntrain.schema.json\n" + blocks[0]

@@ -12,6 +12,8 @@ library and returns a result; it prints nothing and never exits (that is
 ``bntrain schema``        :func:`bntrain.commands.schema.schema_command`
 ``bntrain export``        :func:`bntrain.commands.export.export_command`
 ``bntrain plot``          :func:`bntrain.commands.plot.plot_command`
+``bntrain data list``     :func:`bntrain.commands.data.data_list_command`
+``bntrain data fetch``    :func:`bntrain.commands.data.data_fetch_command`
 ========================  ===============================================
 
 A new command is a new module here (options in, library calls, result out)

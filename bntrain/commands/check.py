@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..config import load_config
-from ..inputs import check_batch_size, open_config_data, validate_config_data
+from ..inputs import augmenter_for, check_batch_size, open_config_data, validate_config_data
 from ..model import build_network
 from .fit import check_run_folder
 
@@ -19,8 +19,10 @@ class LayerRow:
 
     name: str
     type: str
+    inputs: tuple[str, ...]
     output_shape: tuple
     params: int
+    trainable: int
 
 
 def check_command(config_path, overrides: Sequence[str] = ()) -> list[LayerRow]:
@@ -39,7 +41,8 @@ def check_command(config_path, overrides: Sequence[str] = ()) -> list[LayerRow]:
     Returns
     -------
     list of LayerRow
-        One row per layer, in topological order.
+        One row per layer, in topological order: its inputs, output shape and parameter
+        count (all parameters, batch-norm statistics included, and the trainable ones).
 
     Raises
     ------
@@ -54,10 +57,25 @@ def check_command(config_path, overrides: Sequence[str] = ()) -> list[LayerRow]:
         network = build_network(config.model, data.input_shape, seed=config.training.seed)
         validate_config_data(data, network.n_classes)
         check_batch_size(data, config.training.batch_size, network)
+        augmenter_for(config, data.input_shape)
     finally:
         data.close()
     rows = []
     for layer in network.layers:
-        count = sum(int(p.get_value(borrow=True).size) for p in layer.params)
-        rows.append(LayerRow(layer.name, type(layer).__name__, tuple(layer.output_shape), count))
+        sizes = {p: int(p.get_value(borrow=True).size) for p in layer.params}
+        trainable = sum(sizes[p] for p in layer.get_params(trainable=True))
+        if hasattr(layer, "input_layers"):
+            inputs = tuple(up.name for up in layer.input_layers)
+        else:
+            inputs = () if layer.input_layer is None else (layer.input_layer.name,)
+        rows.append(
+            LayerRow(
+                layer.name,
+                type(layer).__name__,
+                inputs,
+                tuple(layer.output_shape),
+                sum(sizes.values()),
+                trainable,
+            )
+        )
     return rows

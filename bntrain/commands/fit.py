@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import dump_config, load_config
-from ..errors import UsageError
 from ..train import FitResult, fit, run_dir_for
 
 __all__ = ["FitOutcome", "check_run_folder", "fit_command", "resolved_config_text"]
@@ -41,15 +40,10 @@ def check_run_folder(config) -> Path:
     Raises
     ------
     UsageError
-        If the run folder's path exists and is not a folder.
+        If the run folder's path exists and is not a folder, or cannot be used
+        (:func:`bntrain.rundir.checked_folder`, which :func:`run_dir_for` calls).
     """
-    run_dir = run_dir_for(config)
-    if run_dir.exists() and not run_dir.is_dir():
-        raise UsageError(
-            f"output.dir: '{run_dir}' is a file, not a folder; set output.dir to a folder "
-            f"for the run (or move the file away)"
-        )
-    return run_dir
+    return run_dir_for(config)
 
 
 def fit_command(

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from ..bnstats import ESTIMATORS, MODES, compute_bn_stats, report_rows
@@ -95,6 +96,7 @@ def recompute_stats_command(
     devices: str | int | None = None,
     progress: bool = False,
     plot=None,
+    augment: bool = False,
 ) -> RecomputeReport:
     """Recompute a checkpoint's batch-norm statistics and store them under ``/bn_stats``.
 
@@ -124,6 +126,9 @@ def recompute_stats_command(
     plot : path-like, optional
         Also draw, per batch-norm layer and channel, how far training's moving
         averages are from the recomputed statistics (:func:`bntrain.plots.plot_bn_drift`).
+    augment : bool
+        Apply the config's ``data.augment`` (as in the first epoch) to the data; default:
+        no augmentation, the distribution that evaluation sees.
 
     Returns
     -------
@@ -141,7 +146,7 @@ def recompute_stats_command(
     """
     from ..backend import resolve_runtime
     from ..checkpoint import write_bn_stats
-    from ..inputs import open_config_data, open_data_file
+    from ..inputs import augmenter_for, open_config_data, open_data_file
     from ..parallel import data_parallel_wrap
     from ..restore import ckpt_input_shape, restore
 
@@ -163,6 +168,15 @@ def recompute_stats_command(
         runtime = resolve_runtime(config.backend, device or config.device)
         wrap = data_parallel_wrap(devices or config.devices, runtime)
         batch_size = int(batch_size or config.training.batch_size)
+        aug = None
+        if augment:
+            aug = augmenter_for(config, ckpt_input_shape(restored.ckpt))
+            if aug is None:
+                raise UsageError(
+                    f"--augment: the config stored in '{checkpoint}' has no data.augment; "
+                    f"leave out --augment"
+                )
+            aug = partial(aug, epoch=0)
         if data is not None:
             ds = open_data_file(data, x_key, None, ckpt_input_shape(restored.ckpt))
             data_name = str(data)
@@ -183,6 +197,7 @@ def recompute_stats_command(
                 mode_name=runtime.mode,
                 progress=progress,
                 wrap=wrap,
+                augment=aug,
             )
             sha = ds.sha256()
         finally:
@@ -197,6 +212,7 @@ def recompute_stats_command(
             "source": str(checkpoint.resolve()),
             "data": data_name,
             "passes": int(stats.passes),
+            "augmented": bool(augment),
         }
         write_bn_stats(
             checkpoint,

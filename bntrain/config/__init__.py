@@ -6,6 +6,8 @@ schema
     The sections, keys, defaults and limits (pydantic models): what a user reads.
 layers
     The ``model.layers`` entries, one spec class per layer type, each building its layer.
+graph
+    ``model.layers`` + ``model.blocks`` -> named nodes and their inputs (blocks expanded).
 fields
     Field types shared by the sections (sizes, float32-safe numbers, file names).
 loader

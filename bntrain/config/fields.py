@@ -25,6 +25,7 @@ __all__ = [
     "Unit",
     "PathText",
     "DataFile",
+    "Inputs",
 ]
 
 #: Nonlinearity names a config may use (``dense.nonlinearity``, ``nonlinearity.fn``, ...).
@@ -135,3 +136,9 @@ Unit = Annotated[float, Field(ge=0, lt=1)]
 #: Text used as a file or folder path.
 PathText = Annotated[str, AfterValidator(_check_path)]
 DataFile = Annotated[str, AfterValidator(_check_path), AfterValidator(_check_data_file)]
+#: A layer's ``input:``: one layer name or a list of them (``None``: the entry before it).
+Inputs = (
+    Annotated[str, Field(min_length=1)]
+    | Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)]
+    | None
+)

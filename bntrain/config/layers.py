@@ -19,6 +19,7 @@ from bntrain.errors import ConfigError
 
 from .fields import (
     ConvPad,
+    Inputs,
     Nonlinearity,
     PoolPad,
     PositiveFloat,
@@ -47,6 +48,9 @@ __all__ = [
     "FlattenSpec",
     "BatchNormSpec",
     "NonlinearitySpec",
+    "AddSpec",
+    "ConcatSpec",
+    "BlockSpec",
 ]
 
 MAX_LAYER_WEIGHTS = 2**28  # 1 GiB of float32 in one weight matrix
@@ -54,6 +58,13 @@ MAX_LAYER_WEIGHTS = 2**28  # 1 GiB of float32 in one weight matrix
 
 def _name() -> Any:
     return Field(None, description="Layer name (default: the type prefix and a count, e.g. dense2)")
+
+
+def _input() -> Any:
+    return Field(
+        None,
+        description="Name(s) of the layer(s) this one takes as input (default: the entry before it)",
+    )
 
 
 _NONLIN = "Nonlinearity (moved after the batch norm when one follows the layer)"
@@ -80,6 +91,7 @@ class BuildContext:
     rng: np.random.Generator
     batch_norm: BatchNormConfig
     where: str
+    ramp: Any = None  # bntrain.bnvariants.RenormRamp with batch_norm.kind renorm
 
 
 def _require_type(schema: dict[str, Any]) -> None:
@@ -100,15 +112,19 @@ class LayerSpecBase(Section):
     model_config = ConfigDict(json_schema_extra=_require_type)
 
     weighted: ClassVar[bool] = False
+    merge: ClassVar[bool] = False
     name_prefix: ClassVar[str] = ""
+
+    trainable: bool = Field(True, description="false: keep this layer's parameters fixed")
 
     def build(self, incoming: Any, ctx: BuildContext) -> Any:
         """Return the :mod:`bntrain.nn` layer (or chain of layers) this entry describes.
 
         Parameters
         ----------
-        incoming : bntrain.nn.layers.Layer
-            The layer it follows.
+        incoming : bntrain.nn.layers.Layer or list of Layer
+            The layer it takes as input; for merge layers (``merge`` is true) the list
+            of its inputs, in the order of ``input:``.
         ctx : BuildContext
             Name, generator, batch-norm defaults and key path.
 
@@ -152,6 +168,7 @@ class DenseSpec(LayerSpecBase):
     nonlinearity: Nonlinearity = Field("relu", description=_NONLIN)
     batch_norm: bool = Field(True, description=_BN)
     name: str | None = _name()
+    input: Inputs = _input()
 
     def build(self, incoming: Any, ctx: BuildContext) -> Any:
         nn, L = _lib()
@@ -180,6 +197,7 @@ class Conv2DSpec(LayerSpecBase):
     nonlinearity: Nonlinearity = Field("relu", description=_NONLIN)
     batch_norm: bool = Field(True, description=_BN)
     name: str | None = _name()
+    input: Inputs = _input()
 
     def build(self, incoming: Any, ctx: BuildContext) -> Any:
         nn, L = _lib()
@@ -208,6 +226,7 @@ class MaxPool2DSpec(LayerSpecBase):
     pad: PoolPad = Field(0, description="Zero padding: P or [PH, PW]")
     ignore_border: bool = Field(True, description="Drop partial windows at the border")
     name: str | None = _name()
+    input: Inputs = _input()
 
     def _mode(self) -> str:
         return "max"
@@ -244,6 +263,7 @@ class GlobalAvgPoolSpec(LayerSpecBase):
 
     type: Literal["global_avgpool"] = "global_avgpool"
     name: str | None = _name()
+    input: Inputs = _input()
 
     def build(self, incoming: Any, ctx: BuildContext) -> Any:
         return _lib()[1].GlobalPoolLayer(incoming, name=ctx.name)
@@ -255,6 +275,7 @@ class DropoutSpec(LayerSpecBase):
     type: Literal["dropout"] = "dropout"
     p: Annotated[float, Field(ge=0, lt=1)] = Field(0.5, description="Probability of dropping")
     name: str | None = _name()
+    input: Inputs = _input()
 
     def build(self, incoming: Any, ctx: BuildContext) -> Any:
         return _lib()[1].DropoutLayer(incoming, p=self.p, rng=ctx.rng, name=ctx.name)
@@ -265,6 +286,7 @@ class FlattenSpec(LayerSpecBase):
 
     type: Literal["flatten"] = "flatten"
     name: str | None = _name()
+    input: Inputs = _input()
 
     def build(self, incoming: Any, ctx: BuildContext) -> Any:
         return _lib()[1].FlattenLayer(incoming, name=ctx.name)
@@ -280,12 +302,16 @@ class BatchNormSpec(LayerSpecBase):
     )
     nonlinearity: Nonlinearity | None = Field(None, description="Nonlinearity after it")
     name: str | None = _name()
+    input: Inputs = _input()
 
     def build(self, incoming: Any, ctx: BuildContext) -> Any:
         nn, L = _lib()
         epsilon = ctx.batch_norm.epsilon if self.epsilon is None else self.epsilon
         alpha = ctx.batch_norm.alpha if self.alpha is None else self.alpha
-        layer = L.BatchNormLayer(incoming, epsilon=epsilon, alpha=alpha, name=ctx.name)
+        from bntrain.bnvariants import normalization_kind
+
+        cls, extra = normalization_kind(ctx.batch_norm, ctx.ramp)
+        layer = cls(incoming, epsilon=epsilon, alpha=alpha, name=ctx.name, **extra)
         if self.nonlinearity is None:
             return layer
         fn = nn.nonlinearities.get(self.nonlinearity)
@@ -298,10 +324,96 @@ class NonlinearitySpec(LayerSpecBase):
     type: Literal["nonlinearity"] = "nonlinearity"
     fn: Nonlinearity = Field(description="The nonlinearity")
     name: str | None = _name()
+    input: Inputs = _input()
 
     def build(self, incoming: Any, ctx: BuildContext) -> Any:
         nn, L = _lib()
         return L.NonlinearityLayer(incoming, nn.nonlinearities.get(self.fn), name=ctx.name)
+
+
+class _MergeSpec(LayerSpecBase):
+    merge: ClassVar[bool] = True
+
+    def _check_shapes(self, incoming: list, ctx: BuildContext, same_axes: range | None) -> None:
+        """Refuse inputs whose shapes disagree (on ``same_axes``; ``None``: on every axis)."""
+        shapes = [tuple(layer.output_shape) for layer in incoming]
+        first = shapes[0]
+        for layer, shape in zip(incoming[1:], shapes[1:], strict=True):
+            axes = range(len(first)) if same_axes is None else same_axes
+            if len(shape) != len(first) or any(
+                shape[a] != first[a] and None not in (shape[a], first[a]) for a in axes
+            ):
+                what = "shape" if same_axes is None else f"shape (but for axis {self.axis})"
+                raise ConfigError(
+                    f"{ctx.where}.input: {self.type} needs inputs of the same {what}; "
+                    f"'{incoming[0].name}' gives {list(first[1:])}, '{layer.name}' gives "
+                    f"{list(shape[1:])}"
+                )
+
+
+class AddSpec(_MergeSpec):
+    """``{type: add, input: [a, b]}``: the elementwise sum of its inputs (times ``coeffs``)."""
+
+    type: Literal["add"] = "add"
+    coeffs: float | list[float] = Field(
+        1.0, description="Weight of each input: one number for all, or one per input"
+    )
+    name: str | None = _name()
+    input: Inputs = _input()
+
+    def build(self, incoming: Any, ctx: BuildContext) -> Any:
+        if isinstance(self.coeffs, list) and len(self.coeffs) != len(incoming):
+            raise ConfigError(
+                f"{ctx.where}.coeffs: {len(self.coeffs)} coefficients for {len(incoming)} "
+                f"inputs; give one per input or a single number"
+            )
+        self._check_shapes(incoming, ctx, None)
+        return _lib()[1].ElemwiseSumLayer(incoming, coeffs=self.coeffs, name=ctx.name)
+
+
+class ConcatSpec(_MergeSpec):
+    """``{type: concat, input: [a, b]}``: its inputs joined along ``axis`` (1: channels)."""
+
+    type: Literal["concat"] = "concat"
+    axis: int = Field(1, description="Axis to join along (1: channels/features; 0 not allowed)")
+    name: str | None = _name()
+    input: Inputs = _input()
+
+    def build(self, incoming: Any, ctx: BuildContext) -> Any:
+        ndim = len(incoming[0].output_shape)
+        axis = self.axis + ndim if self.axis < 0 else self.axis
+        if not 1 <= axis < ndim:
+            raise ConfigError(
+                f"{ctx.where}.axis: {self.axis} is not an axis to join along for inputs of "
+                f"shape {list(incoming[0].output_shape[1:])}; use 1 to {ndim - 1} (0 is the "
+                f"batch axis)"
+            )
+        self._check_shapes(incoming, ctx, range(0, 0))  # ranks first
+        self._check_shapes(incoming, ctx, [a for a in range(1, ndim) if a != axis])
+        return _lib()[1].ConcatLayer(incoming, axis=axis, name=ctx.name)
+
+
+class BlockSpec(LayerSpecBase):
+    """``{type: block, use: NAME}``: ``repeat`` copies of the template ``model.blocks.NAME``.
+
+    Generated layer names are ``<name>.block<k>.<template layer name>``; the entry's own name
+    (default ``stage<n>``) refers to the output of its last copy.  :mod:`bntrain.config.graph`
+    expands it.
+    """
+
+    model_config = ConfigDict(serialize_by_alias=True)
+    name_prefix: ClassVar[str] = "stage"
+
+    type: Literal["block"] = "block"
+    use: str = Field(description="Name of the template in model.blocks")
+    repeat: PositiveInt = Field(1, description="Number of copies, each feeding the next")
+    with_: dict[str, Any] = Field(
+        default_factory=dict,
+        alias="with",
+        description="Values of the template's ${parameters}",
+    )
+    name: str | None = _name()
+    input: Inputs = _input()
 
 
 _LAYER_CLASSES: tuple[type[LayerSpecBase], ...] = (
@@ -314,6 +426,9 @@ _LAYER_CLASSES: tuple[type[LayerSpecBase], ...] = (
     FlattenSpec,
     BatchNormSpec,
     NonlinearitySpec,
+    AddSpec,
+    ConcatSpec,
+    BlockSpec,
 )
 
 #: One ``model.layers`` entry: the spec class its ``type`` names.

@@ -17,7 +17,7 @@ from pydantic_core import PydanticCustomError
 
 from bntrain.errors import ConfigError
 
-from .walk import Choice, annotation_at, model_for
+from .walk import Choice, annotation_at, keys_of, model_for
 
 if TYPE_CHECKING:
     from .loader import Doc
@@ -31,6 +31,7 @@ __all__ = [
     "problem",
     "unknown_key",
     "translate",
+    "describe_first",
 ]
 
 
@@ -85,8 +86,11 @@ def expected(what: str) -> PydanticCustomError:
     return PydanticCustomError("bntrain_expected", "must be {expected}", {"expected": what})
 
 
-def problem(message: str, key: str | None = None) -> PydanticCustomError:
-    """A validator's error with its own text (about ``key`` of the mapping, if given)."""
+def problem(message: str, key: str | tuple | None = None) -> PydanticCustomError:
+    """A validator's error with its own text (about ``key`` of the mapping, if given).
+
+    ``key`` may be a tuple: a key path below the mapping (``("layers", 2, "input")``).
+    """
     ctx: dict[str, Any] = {"text": message}
     if key is not None:
         ctx["key"] = key
@@ -110,6 +114,15 @@ _BOUNDS = {
     "less_than": "<",
     "less_than_equal": "<=",
 }
+
+
+def _loc(err: dict[str, Any]) -> list[str | int]:
+    """pydantic's location of an error, plus the key path a :func:`problem` names."""
+    loc = list(err["loc"])
+    key = (err.get("ctx") or {}).get("key") if err["type"] == "bntrain_msg" else None
+    if key is not None:
+        loc.extend(key if isinstance(key, tuple) else (key,))
+    return loc
 
 
 def _normalize_loc(root: type[BaseModel], loc: Sequence[str | int], data: Any) -> list[str | int]:
@@ -154,7 +167,7 @@ def unknown_key(key: str | int, parent: Any, raw_parent: Any) -> str:
     ``parent`` is the (stripped) annotation of the mapping ``raw_parent`` holding ``key``.
     """
     model = model_for(parent, raw_parent)
-    message = f"unknown key{hint(key, list(model.model_fields) if model else [])}"
+    message = f"unknown key{hint(key, list(keys_of(model)) if model else [])}"
     if isinstance(parent, Choice):
         users = parent.users_of(str(key))
         if users:
@@ -239,17 +252,14 @@ def translate(
     label that replaces ``source:line`` for errors at or below them.
     """
     found: list[tuple[bool, float, int, str]] = []
-    errors = [(err, _normalize_loc(root, err["loc"], data)) for err in exc.errors()]
+    errors = [(err, _normalize_loc(root, _loc(err), data)) for err in exc.errors()]
     # A misspelt key also makes the real key "missing": drop those echoes.
     misspelt = {tuple(p[:-1]) for e, p in errors if e["type"] == "extra_forbidden"}
     errors = [
         (e, p) for e, p in errors if not (e["type"] == "missing" and tuple(p[:-1]) in misspelt)
     ]
     for n, (err, path) in enumerate(errors):
-        ctx = err.get("ctx") or {}
-        if err["type"] == "bntrain_msg" and "key" in ctx:
-            path.append(ctx["key"])
-        elif err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
             path = _where_tag(err, path, root, data)
         origin = next(((p, o) for p, o in origins.items() if tuple(path[: len(p)]) == p), None)
         raw = doc.texts.get(tuple(path)) if origin is None else None
@@ -275,3 +285,14 @@ def translate(
         more = len(found) - 1
         message += f" (and {more} more error{'s' if more > 1 else ''})"
     return ConfigError(message)
+
+
+def describe_first(
+    exc: ValidationError, data: Any, root: type[BaseModel]
+) -> tuple[list[str | int], str]:
+    """Key path and message of the first of pydantic's errors for ``data`` (no file lines)."""
+    err = exc.errors()[0]
+    path = _normalize_loc(root, _loc(err), data)
+    if err["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        path = _where_tag(err, path, root, data)
+    return path, _describe(err, path, data, None, root)

@@ -16,7 +16,7 @@ from bntrain.errors import ConfigError
 
 from .loader import load_yaml
 from .messages import clip, path_str, unknown_key
-from .walk import child, model_for, strip
+from .walk import child, keys_of, model_for, strip
 
 __all__ = ["apply_override"]
 
@@ -66,7 +66,7 @@ def apply_override(data: dict, override: str, root: type[BaseModel]) -> tuple[st
             if not isinstance(cur, dict):
                 raise ConfigError(f"{label}: {here} is not a mapping")
             model = model_for(ann, cur)
-            if model is not None and part not in model.model_fields:
+            if model is not None and part not in keys_of(model):
                 raise ConfigError(f"{label}: {unknown_key(part, strip(ann), cur)}")
         else:
             if not isinstance(cur, list):

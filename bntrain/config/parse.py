@@ -30,7 +30,7 @@ from bntrain.errors import ConfigError
 from .loader import MAX_BYTES, dump_yaml, load_yaml
 from .messages import clip, show, translate
 from .overrides import apply_override
-from .schema import Config
+from .schema import Config, SourceLines
 from .walk import annotation_at, model_for
 
 __all__ = ["parse_config", "load_config", "parse_stored_config", "dump_config"]
@@ -113,7 +113,18 @@ def parse_config(
     except OverflowError:
         raise ConfigError(f"{source}: a number in the config is too large") from None
     config.base_dir = Path(base_dir)
+    config.model._lines = _model_lines(doc, origins)
     return config
+
+
+def _model_lines(doc, origins: dict[tuple[str | int, ...], str]) -> SourceLines:
+    """``file:line`` (or the ``--set`` that set it) of each key path below ``model``."""
+    out = {p[1:]: f"{doc.source}:{line}" for p, line in doc.lines.items() if p[:1] == ("model",)}
+    for p, label in origins.items():
+        if p[:1] == ("model",):
+            out = {k: v for k, v in out.items() if k[: len(p) - 1] != p[1:]}
+            out[p[1:]] = label
+    return SourceLines(out)
 
 
 def load_config(path: str | os.PathLike[str], overrides: Sequence[str] = ()) -> Config:

@@ -18,14 +18,16 @@ from pydantic import Field, PrivateAttr, model_validator
 from .fields import (
     DataFile,
     NonNegativeFloat,
+    NonNegativeInt,
     PathText,
     PositiveFloat,
     PositiveInt,
     Section,
     Unit,
 )
+from .graph import Node, expand
 from .layers import LayerSpec
-from .messages import problem
+from .messages import path_str, problem
 from .walk import strip, tagged_union
 
 __all__ = [
@@ -35,6 +37,9 @@ __all__ = [
     "DataConfig",
     "DatasetSpec",
     "Preprocess",
+    "Augment",
+    "RandomCrop",
+    "RandomTranslate",
     "ModelConfig",
     "BatchNormConfig",
     "TrainingConfig",
@@ -49,6 +54,7 @@ __all__ = [
     "ConstantSchedule",
     "StepSchedule",
     "CosineSchedule",
+    "MultiStepSchedule",
     "OutputConfig",
 ]
 
@@ -59,9 +65,14 @@ __all__ = [
 class DatasetSpec(Section):
     """One dataset: a built-in one (``builtin`` + ``split``) or a file (``path``, ``x``, ``y``)."""
 
-    builtin: Literal["digits"] | None = Field(None, description="A dataset shipped with bntrain")
+    builtin: Literal["digits", "mnist", "fashion_mnist", "cifar10", "cifar100"] | None = Field(
+        None,
+        description="A dataset shipped with bntrain (digits) or downloaded on first use",
+    )
     split: Literal["train", "val", "test", "all"] | None = Field(
-        None, description="Which part of the built-in dataset"
+        None,
+        description="Which part of the built-in dataset (digits: train|val|test|all; "
+        "the downloaded ones: train|test)",
     )
     path: DataFile | None = Field(
         None, description=".h5, .hdf5 or .npz file (relative: to the config)"
@@ -77,6 +88,12 @@ class DatasetSpec(Section):
             raise problem("missing required key (needed with 'builtin')", key="split")
         if self.path is not None and self.split is not None:
             raise problem("only allowed with 'builtin', not with 'path'", key="split")
+        if self.builtin not in (None, "digits") and self.split not in ("train", "test"):
+            raise problem(
+                f"'{self.split}' is not a split of {self.builtin} (it has train and test); "
+                "carve validation off train with data.val_split",
+                key="split",
+            )
         return self
 
 
@@ -89,6 +106,33 @@ class Preprocess(Section):
     )
 
 
+class RandomCrop(Section):
+    """``data.augment.random_crop``: pad, then cut a window at a random offset."""
+
+    size: Annotated[list[PositiveInt], Field(min_length=2, max_length=2)] = Field(
+        description="[height, width] of the window: the examples' own height and width"
+    )
+    pad: NonNegativeInt = Field(0, description="Pixels added on every side before cutting")
+    mode: Literal["zeros", "reflect"] = Field(
+        "zeros", description="Fill the padding with zeros or mirror the image"
+    )
+
+
+class RandomTranslate(Section):
+    """``data.augment.random_translate``: shift by up to ``max`` pixels, filling with zeros."""
+
+    max: PositiveInt = Field(description="Largest shift in pixels, each direction")
+
+
+class Augment(Section):
+    """``data.augment``: random changes to training batches (never validation, test or eval)."""
+
+    random_crop: RandomCrop | None = None
+    random_translate: RandomTranslate | None = None
+    hflip: bool = Field(False, description="Mirror left-right with probability 1/2")
+    vflip: bool = Field(False, description="Mirror upside-down with probability 1/2")
+
+
 class DataConfig(Section):
     """``data:`` section: training set, optional validation and test sets, preprocessing."""
 
@@ -99,6 +143,9 @@ class DataConfig(Section):
     )
     test: DatasetSpec | None = None
     preprocess: Preprocess = Field(default_factory=Preprocess)
+    augment: Augment | None = Field(
+        None, description="Training-time augmentation (image data, after preprocessing)"
+    )
 
     @model_validator(mode="after")
     def _val_once(self) -> DataConfig:
@@ -126,16 +173,91 @@ class BatchNormConfig(Section):
         description="With several devices: statistics of the global batch (false: of each "
         "device's shard, ghost batch norm)",
     )
+    zero_init_residual: bool = Field(
+        False,
+        description="Start gamma at 0 in the batch norm that ends each residual branch of an add",
+    )
+    kind: Literal["bn", "renorm"] = Field(
+        "bn", description="bn: batch norm; renorm: batch renormalization (Ioffe 2017)"
+    )
+    r_max: Annotated[float, Field(ge=1)] = Field(3.0, description="renorm: bound of r")
+    d_max: NonNegativeFloat = Field(5.0, description="renorm: bound of d")
+    warmup_steps: Annotated[int, Field(ge=0)] = Field(
+        0, description="renorm: optimizer steps over which r_max ramps from 1 and d_max from 0"
+    )
+    virtual_batch_size: Annotated[int, Field(ge=2)] | None = Field(
+        None, description="Ghost batch norm: statistics per group of this many examples"
+    )
+    freeze: Literal["none", "stats", "all"] = Field(
+        "none",
+        description="stats: normalize with the stored statistics and never update them; "
+        "all: gamma and beta frozen too",
+    )
+
+    @model_validator(mode="after")
+    def _one_variant(self):
+        if self.kind == "renorm" and self.virtual_batch_size is not None:
+            raise problem(
+                "kind renorm cannot be combined with virtual_batch_size; use one of them",
+                key="virtual_batch_size",
+            )
+        return self
+
+
+class SourceLines(dict):
+    """Key path below ``model`` -> ``file:line``: where a config came from, not its value.
+
+    Two configs that differ only in where their keys were written compare equal.
+    """
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, SourceLines)
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 class ModelConfig(Section):
-    """``model:`` section: input shape, batch-norm settings and the list of layers."""
+    """``model:`` section: input shape, batch-norm settings, block templates and the layers.
+
+    :meth:`graph` is the network graph (blocks expanded, inputs resolved), checked when the
+    section is validated; :meth:`locate` gives ``file:line`` of an entry for later messages.
+    """
 
     input_shape: list[PositiveInt] | None = Field(
         None, description="One example's shape, channels first (default: from the data)"
     )
     batch_norm: BatchNormConfig = Field(default_factory=BatchNormConfig)
+    blocks: dict[str, list[dict[str, Any]]] = Field(
+        default_factory=dict,
+        description="Named templates of layer entries (values may say ${parameter})",
+    )
     layers: list[LayerSpec] = Field(min_length=1, description="The layers, input to output")
+    init_from: PathText | None = Field(
+        None, description="Fine-tuning: a checkpoint whose parameters to load by layer name"
+    )
+    skip_mismatched: bool = Field(
+        False, description="init_from: skip parameters of another shape instead of failing"
+    )
+
+    _graph: list = PrivateAttr(default_factory=list)
+    _lines: SourceLines = PrivateAttr(default_factory=lambda: SourceLines())
+
+    @model_validator(mode="after")
+    def _expand(self) -> ModelConfig:
+        self._graph = expand(self)
+        return self
+
+    def graph(self) -> list[Node]:
+        """The layers in file order with their resolved inputs (see :mod:`bntrain.config.graph`)."""
+        return list(self._graph)
+
+    def locate(self, path: tuple) -> str:
+        """``file:line: model.<path>`` of a key path below ``model`` (for build-time messages)."""
+        for cut in range(len(path), 0, -1):
+            where = self._lines.get(tuple(path[:cut]))
+            if where is not None:
+                return f"{where}: model.{path_str(path)}"
+        return f"model.{path_str(path)}"
 
 
 # --- training.optimizer: one model per name -------------------------------------------------
@@ -230,7 +352,30 @@ class CosineSchedule(_Schedule):
     min_lr: NonNegativeFloat = Field(0.0, description="Learning rate at the end")
 
 
-_SCHEDULES = (ConstantSchedule, StepSchedule, CosineSchedule)
+class MultiStepSchedule(_Schedule):
+    """``{name: multistep, milestones: [M1, M2]}``: multiply by ``gamma`` at each milestone."""
+
+    name: Literal["multistep"]
+    milestones: list[PositiveInt] = Field(
+        min_length=1, description="Increasing positions at which the rate is multiplied by gamma"
+    )
+    unit: Literal["steps", "epochs"] = Field(
+        "steps", description="What the milestones count: optimizer steps or epochs"
+    )
+    gamma: PositiveFloat = Field(0.1, description="Decay factor")
+
+    @model_validator(mode="after")
+    def _increasing(self) -> MultiStepSchedule:
+        for k in range(1, len(self.milestones)):
+            if self.milestones[k] <= self.milestones[k - 1]:
+                raise problem(
+                    f"must increase, but {self.milestones[k]} follows {self.milestones[k - 1]}",
+                    key=("milestones", k),
+                )
+        return self
+
+
+_SCHEDULES = (ConstantSchedule, StepSchedule, CosineSchedule, MultiStepSchedule)
 #: ``training.schedule``: the model its ``name`` selects (``constant`` when absent).
 ScheduleConfig = tagged_union("name", _SCHEDULES, default="constant")
 SCHEDULES: tuple[str, ...] = strip(ScheduleConfig).tags
@@ -262,6 +407,9 @@ class TrainingConfig(Section):
     shuffle: bool = True
     checkpoint_every_steps: Annotated[int, Field(ge=1)] | None = Field(
         None, description="Also write last.h5 every N steps inside an epoch"
+    )
+    accumulate: Annotated[int, Field(ge=1)] = Field(
+        1, description="Micro-batches of batch_size per optimizer step (gradient accumulation)"
     )
     plot: bool = Field(True, description="Redraw RUN/curves.png after every epoch")
     tensorboard: bool = Field(

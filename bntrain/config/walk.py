@@ -16,9 +16,23 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, Discriminator, Tag
 
-__all__ = ["ANY", "Choice", "tagged_union", "strip", "model_for", "child", "annotation_at"]
+__all__ = [
+    "ANY",
+    "keys_of",
+    "Choice",
+    "tagged_union",
+    "strip",
+    "model_for",
+    "child",
+    "annotation_at",
+]
 
 ANY = object()  # "anything goes below here"
+
+
+def keys_of(model: type[BaseModel]) -> dict[str, Any]:
+    """The keys a config writes for ``model``'s fields (the alias where a field has one)."""
+    return {field.alias or name: field for name, field in model.model_fields.items()}
 
 
 @dataclass(frozen=True, eq=False)
@@ -65,7 +79,7 @@ class Choice:
 
     def users_of(self, key: str) -> list[str]:
         """Tags whose model has the field ``key``."""
-        return [tag for tag, model in self.members.items() if key in model.model_fields]
+        return [tag for tag, model in self.members.items() if key in keys_of(model)]
 
 
 def tagged_union(
@@ -85,7 +99,7 @@ def tagged_union(
 
 
 def _field_annotation(model: type[BaseModel], key: Any) -> Any:
-    field = model.model_fields.get(key) if isinstance(key, str) else None
+    field = keys_of(model).get(key) if isinstance(key, str) else None
     if field is None:
         return ANY
     for meta in field.metadata:  # pydantic moves a field's own Annotated metadata here

@@ -12,6 +12,7 @@ Uses NumPy and h5py only (no PyTensor).  Every user-caused problem raises
 path and the file.
 """
 
+from bntrain.data.augment import Augmenter
 from bntrain.data.base import SPLITS, ArrayDataset, Dataset, ReshapeDataset, SubsetDataset
 from bntrain.data.batches import BatchIterator
 from bntrain.data.digits import (
@@ -35,6 +36,7 @@ from bntrain.data.open import (
 from bntrain.data.preprocess import STD_FLOOR, Preprocessor
 
 __all__ = [
+    "Augmenter",
     "ArrayDataset",
     "BUILTINS",
     "BatchIterator",

@@ -11,6 +11,11 @@ SGD needs) while the order *inside* a batch is stored order (which does not
 matter to a loss averaged over the batch).  Without shuffling, batches follow
 stored order and are read as contiguous slices.  A run stopped after batch
 ``k`` of an epoch continues exactly with ``start_batch=k + 1``.
+
+Reading, preprocessing and augmenting (``augment``, e.g. a
+:class:`bntrain.data.augment.Augmenter` bound to the epoch) happen in the
+prefetch thread, so they overlap with the training step that consumes the
+previous batch.
 """
 
 from __future__ import annotations
@@ -62,6 +67,9 @@ class BatchIterator:
         Drop the last batch if it is smaller than ``batch_size``.
     prefetch : int
         Batches read ahead in a background thread; 0 reads in the caller's thread.
+    augment : callable or None
+        ``augment(x, indices)`` maps a preprocessed batch and its example indices
+        to the batch to train on (after ``preprocess``, in the prefetch thread).
 
     Notes
     -----
@@ -85,6 +93,7 @@ class BatchIterator:
         start_batch: int = 0,
         drop_last: bool = False,
         prefetch: int = 2,
+        augment: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
     ) -> None:
         _check_int("batch_size", batch_size, 1)
         _check_int("seed", seed, 0)
@@ -114,6 +123,7 @@ class BatchIterator:
             np.random.default_rng([self.seed, self.epoch]).permutation(n) if self.shuffle else None
         )
         self._preprocess = preprocess
+        self._augment = augment
         self._local: Iterator[Batch] | None = None
         self._queue: queue.Queue[Any] | None = None
         self._stop = threading.Event()
@@ -149,7 +159,10 @@ class BatchIterator:
         if self.prefetch == 0:
             if self._local is None:
                 self._local = _produce(
-                    self.ds, [self._selection(b) for b in self._order()], self._preprocess
+                    self.ds,
+                    [self._selection(b) for b in self._order()],
+                    self._preprocess,
+                    self._augment,
                 )
             try:
                 return next(self._local)
@@ -176,7 +189,7 @@ class BatchIterator:
         selections = [self._selection(b) for b in self._order()]
         self._thread = threading.Thread(
             target=_worker,
-            args=(self.ds, selections, self._preprocess, self._queue, self._stop),
+            args=(self.ds, selections, self._preprocess, self._augment, self._queue, self._stop),
             name="bntrain-prefetch",
             daemon=True,
         )
@@ -216,10 +229,14 @@ def _produce(
     ds: Dataset,
     selections: list[slice | np.ndarray],
     preprocess: Callable[[np.ndarray], np.ndarray] | None,
+    augment: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
 ) -> Iterator[Batch]:
     for sel in selections:
         x, y = ds.read(sel)
         x = np.ascontiguousarray(preprocess(x) if preprocess is not None else x, dtype=np.float32)
+        if augment is not None:
+            idx = np.arange(sel.start, sel.stop) if isinstance(sel, slice) else sel
+            x = np.ascontiguousarray(augment(x, idx), dtype=np.float32)
         yield x, (None if y is None else y.astype(np.int32))
 
 
@@ -237,11 +254,12 @@ def _worker(
     ds: Dataset,
     selections: list[slice | np.ndarray],
     preprocess: Callable[[np.ndarray], np.ndarray] | None,
+    augment: Callable[[np.ndarray, np.ndarray], np.ndarray] | None,
     q: queue.Queue[Any],
     stop: threading.Event,
 ) -> None:
     try:
-        for batch in _produce(ds, selections, preprocess):
+        for batch in _produce(ds, selections, preprocess, augment):
             if not _put(q, batch, stop):
                 return
     except BaseException as exc:  # noqa: BLE001 - handed to the consumer

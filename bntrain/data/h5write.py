@@ -19,6 +19,7 @@ def write_hdf5_dataset(
     y: np.ndarray | None = None,
     *,
     attrs: Mapping[str, str] | None = None,
+    extra: Mapping[str, np.ndarray] | None = None,
     chunk_bytes: int = 64 << 10,
     compression: str | None = "gzip",
 ) -> None:
@@ -34,6 +35,8 @@ def write_hdf5_dataset(
         Integer labels, shape ``(N,)``; stored as int64.
     attrs : mapping of str to str, optional
         File attributes (e.g. the data source).
+    extra : mapping of str to numpy.ndarray, optional
+        Further per-example arrays (shape ``(N, ...)``) stored under their names.
     chunk_bytes : int
         Approximate size of one chunk of ``X`` (whole examples).  Small chunks keep
         shuffled reads cheap.
@@ -64,6 +67,8 @@ def write_hdf5_dataset(
         f.create_dataset("X", data=x, chunks=(rows, *x.shape[1:]), **opts)
         if y is not None:
             f.create_dataset("y", data=y.astype(np.int64), chunks=(min(y.shape[0], 8192),), **opts)
+        for key, value in (extra or {}).items():
+            f.create_dataset(key, data=np.asarray(value), **opts)
         for key, value in (attrs or {}).items():
             f.attrs[key] = value
 
@@ -75,14 +80,14 @@ class ConvertError(DataError):
 def run_converter(convert, *args) -> int:
     """Run a converter's ``convert(*args)`` for its ``main``; print what it wrote.
 
-    Returns the exit status: 0, 2 for :class:`ConvertError` (bad input), 1 for
+    Returns the exit status: 0, 2 for a :class:`~bntrain.errors.DataError` (bad input), 1 for
     an :class:`OSError` (the disk); the error goes to stderr as one line.
     """
     import sys
 
     try:
         written = convert(*args)
-    except ConvertError as err:
+    except DataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except OSError as err:

@@ -21,6 +21,7 @@ from bntrain.data.base import _SCAN_BYTES, SPLITS, Dataset
 from bntrain.data.digits import load_digits
 from bntrain.data.hdf5 import H5_SUFFIXES, HDF5Dataset, h5_array_names
 from bntrain.data.npz import open_npz
+from bntrain.data.standard import STANDARD_LOADERS
 from bntrain.errors import ConfigError, DataError
 
 __all__ = [
@@ -34,9 +35,10 @@ __all__ = [
 ]
 
 #: Built-in datasets by name: ``load(split, *, where) -> Dataset``, ``split`` one of
-#: ``'train'``, ``'val'``, ``'test'``, ``'all'``.  A new built-in dataset is one module
-#: holding its loader plus one entry here.
-BUILTINS: dict[str, Callable[..., Dataset]] = {"digits": load_digits}
+#: ``'train'``, ``'val'``, ``'test'``, ``'all'`` (the downloaded standard datasets of
+#: :mod:`bntrain.data.standard` offer ``'train'`` and ``'test'`` only).  A new built-in
+#: dataset is one module holding its loader plus one entry here.
+BUILTINS: dict[str, Callable[..., Dataset]] = {"digits": load_digits, **STANDARD_LOADERS}
 
 _SPEC_KEYS = ("builtin", "split", "path", "x", "y")
 

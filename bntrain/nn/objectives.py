@@ -21,6 +21,7 @@ __all__ = [
     "binary_crossentropy",
     "categorical_crossentropy",
     "squared_error",
+    "huber_loss",
     "binary_hinge_loss",
     "multiclass_hinge_loss",
     "binary_accuracy",
@@ -148,6 +149,23 @@ def squared_error(a, b):
     a, b = align_targets(a, b)
     b = _cast_like(b, a)
     return pt.sqr(a - b)
+
+
+def huber_loss(predictions, targets, delta=1):
+    """Element-wise Huber loss: quadratic near the target, linear beyond ``delta``.
+
+    With ``d = |targets - predictions|``: ``0.5 * d**2`` where ``d <= delta``,
+    ``delta * (d - 0.5 * delta)`` elsewhere (continuous, with a continuous
+    gradient).  Vector targets against a ``(batch, 1)`` matrix are aligned as
+    for :func:`squared_error`.
+    """
+    predictions, targets = align_targets(predictions, targets)
+    targets = _cast_like(targets, predictions)
+    abs_diff = pt.abs(targets - predictions)
+    delta = pt.cast(delta, predictions.dtype) if _is_float(predictions) else delta
+    quadratic = 0.5 * pt.sqr(abs_diff)
+    linear = delta * (abs_diff - 0.5 * delta)
+    return pt.switch(abs_diff <= delta, quadratic, linear)
 
 
 def binary_hinge_loss(predictions, targets, delta=1, log_odds=None, binary=True):
@@ -314,5 +332,7 @@ def aggregate(loss, weights=None, mode: str = "mean"):
     if mode == "sum":
         return loss.sum()
     if weights is None:
-        raise ValueError("aggregate: mode='normalized_sum' requires weights")
+        raise ValueError(
+            "aggregate: mode='normalized_sum' got weights=None; the weighted modes require weights"
+        )
     return loss.sum() / weights.sum()

@@ -56,6 +56,7 @@ __all__ = [
     "adadelta",
     "adam",
     "adamax",
+    "amsgrad",
     "norm_constraint",
     "total_norm_constraint",
     "apply_weight_decay",
@@ -124,7 +125,7 @@ def get_or_compute_grads(loss_or_grads, params) -> list:
                 f"get_or_compute_grads: got {len(loss_or_grads)} gradient expressions "
                 f"for {len(params)} parameters"
             )
-        return list(loss_or_grads)
+        return loss_or_grads if isinstance(loss_or_grads, list) else list(loss_or_grads)
     return pytensor.grad(loss_or_grads, params)
 
 
@@ -362,6 +363,43 @@ def adamax(
     return updates
 
 
+def amsgrad(
+    loss_or_grads, params, learning_rate=0.001, beta1=0.9, beta2=0.999, epsilon=1e-8
+) -> OrderedDict:
+    """AMSGrad (Reddi et al. 2018): Adam whose second moment never decreases.
+
+    As :func:`adam`, with ``v_hat <- max(v_hat, v)`` in place of ``v`` in the step:
+    ``param <- param - lr sqrt(1 - beta2**t) / (1 - beta1**t) * m / (sqrt(v_hat) + epsilon)``.
+
+    State: ``'<param>.m'``, ``'<param>.v'``, ``'<param>.v_hat'`` and the step
+    counter ``'amsgrad.t'``.
+    """
+    params = _param_list(params, "amsgrad")
+    grads = get_or_compute_grads(loss_or_grads, params)
+    lr = _scalar(learning_rate, "learning_rate", "amsgrad")
+    beta1 = _scalar(beta1, "beta1", "amsgrad")
+    beta2 = _scalar(beta2, "beta2", "amsgrad")
+    eps = _scalar(epsilon, "epsilon", "amsgrad")
+    one = _const(1)
+    t_prev = _step_counter("amsgrad.t")
+    t = t_prev + one
+    a_t = lr * pt.sqrt(one - beta2**t) / (one - beta1**t)
+    updates = OrderedDict()
+    for param, g_t, base in zip(params, grads, _state_base(params), strict=True):
+        m_prev = _state_var(param, f"{base}.m")
+        v_prev = _state_var(param, f"{base}.v")
+        v_hat_prev = _state_var(param, f"{base}.v_hat")
+        m_t = beta1 * m_prev + (one - beta1) * g_t
+        v_t = beta2 * v_prev + (one - beta2) * pt.sqr(g_t)
+        v_hat_t = pt.maximum(v_hat_prev, v_t)
+        updates[m_prev] = m_t
+        updates[v_prev] = v_t
+        updates[v_hat_prev] = v_hat_t
+        updates[param] = param - a_t * m_t / (pt.sqrt(v_hat_t) + eps)
+    updates[t_prev] = t
+    return updates
+
+
 def norm_constraint(tensor_var, max_norm, norm_axes=None, epsilon=1e-7):
     """Rescale the incoming weight vectors of ``tensor_var`` to a norm of at most ``max_norm``.
 
@@ -392,7 +430,7 @@ def norm_constraint(tensor_var, max_norm, norm_axes=None, epsilon=1e-7):
         sum_over = tuple(range(1, ndim))
     else:
         raise ValueError(
-            f"norm_constraint: unsupported tensor dimensionality {ndim}; specify `norm_axes`"
+            f"norm_constraint: Unsupported tensor dimensionality {ndim}; specify `norm_axes`"
         )
     dtype = tensor_var.dtype if tensor_var.dtype.startswith("float") else pytensor.config.floatX
     norms = pt.sqrt(pt.sum(pt.sqr(tensor_var), axis=sum_over, keepdims=True))

@@ -361,7 +361,16 @@ def test_relative_paths_use_base_dir_and_spec_objects(tmp_path: Path, h5_file: P
             "data.train: set exactly one of data.train.builtin and data.train.path",
         ),
         ({}, "data.train: set exactly one of data.train.builtin and data.train.path"),
-        ({"builtin": "mnist"}, "data.train.builtin: unknown dataset 'mnist' (available: digits)"),
+        (
+            {"builtin": "imagenet"},
+            "data.train.builtin: unknown dataset 'imagenet' (available: digits, mnist, "
+            "fashion_mnist, cifar10, cifar100)",
+        ),
+        (
+            {"builtin": "mnist", "split": "val"},
+            "data.train.split: builtin mnist has the splits train and test, got 'val'; carve a "
+            "validation set with data.val_split",
+        ),
         (
             {"builtin": "digits", "split": "dev"},
             "data.train.split: must be one of train, val, test, all, got 'dev'",

@@ -28,5 +28,8 @@ def test_a_new_builtin_dataset_is_one_registry_entry(monkeypatch: pytest.MonkeyP
     ds = open_dataset({"builtin": "tiny", "split": "val"}, None, "data.val")
     assert calls == [("val", "data.val")] and len(ds) == 4
     with pytest.raises(ConfigError) as e:
-        open_dataset({"builtin": "mnist"}, None, "data.train")
-    assert str(e.value) == "data.train.builtin: unknown dataset 'mnist' (available: digits, tiny)"
+        open_dataset({"builtin": "svhn"}, None, "data.train")
+    assert str(e.value) == (
+        "data.train.builtin: unknown dataset 'svhn' (available: digits, mnist, fashion_mnist, "
+        "cifar10, cifar100, tiny)"
+    )

@@ -232,7 +232,7 @@ def test_rng_none_uses_global_generator_at_sample_time(make):
     a = initializer((6, 5))
     nnrandom.set_rng(77)
     np.testing.assert_array_equal(a, initializer((6, 5)))
-    np.testing.assert_array_equal(a, make(77)((6, 5)))
+    np.testing.assert_array_equal(a, make(np.random.RandomState(77))((6, 5)))
 
 
 def test_bad_rng_and_bad_values():

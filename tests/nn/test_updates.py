@@ -50,6 +50,7 @@ BUILDERS = {
     "adadelta": lambda loss, ps, lr: U.adadelta(loss, ps, lr),
     "adam": lambda loss, ps, lr: U.adam(loss, ps, lr),
     "adamax": lambda loss, ps, lr: U.adamax(loss, ps, lr),
+    "amsgrad": lambda loss, ps, lr: U.amsgrad(loss, ps, lr),
     "adamw": lambda loss, ps, lr: U.apply_weight_decay(U.adam(loss, ps, lr), ps[:1], lr, WD),
 }
 
@@ -65,6 +66,15 @@ EXPECTED_STATE = {
     "adadelta": ["{W}.accu", "{W}.delta_accu", "param1.accu", "param1.delta_accu"],
     "adam": ["{W}.m", "{W}.v", "param1.m", "param1.v", "adam.t"],
     "adamax": ["{W}.m", "{W}.u", "param1.m", "param1.u", "adamax.t"],
+    "amsgrad": [
+        "{W}.m",
+        "{W}.v",
+        "{W}.v_hat",
+        "param1.m",
+        "param1.v",
+        "param1.v_hat",
+        "amsgrad.t",
+    ],
     "adamw": ["{W}.m", "{W}.v", "param1.m", "param1.v", "adam.t"],
 }
 
@@ -129,6 +139,17 @@ def _ref(rule, steps_lr):
                 m[i] = 0.9 * m[i] + 0.1 * g
                 u[i] = np.maximum(0.999 * u[i], np.abs(g))
                 ps[i] = ps[i] - a_t * m[i] / (u[i] + 1e-8)
+            st["t"] = float(t)
+        elif rule == "amsgrad":
+            m = st.setdefault("m", zeros())
+            v = st.setdefault("v", zeros())
+            v_hat = st.setdefault("v_hat", zeros())
+            a_t = lr * np.sqrt(1 - 0.999**t) / (1 - 0.9**t)
+            for i, g in enumerate(gs):
+                m[i] = 0.9 * m[i] + 0.1 * g
+                v[i] = 0.999 * v[i] + 0.001 * g**2
+                v_hat[i] = np.maximum(v_hat[i], v[i])
+                ps[i] = ps[i] - a_t * m[i] / (np.sqrt(v_hat[i]) + 1e-8)
             st["t"] = float(t)
         else:  # pragma: no cover
             raise AssertionError(rule)

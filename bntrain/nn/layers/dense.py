@@ -1,4 +1,4 @@
-"""The fully connected layer (``lasagne.layers.dense``).
+"""The fully connected layer and its per-position form, NIN (``lasagne.layers.dense``).
 
 Examples
 --------
@@ -21,7 +21,7 @@ from .. import init, nonlinearities, utils
 from .base import Layer
 from .special import _check_kwargs, _label
 
-__all__ = ["DenseLayer"]
+__all__ = ["DenseLayer", "NINLayer"]
 
 
 class DenseLayer(Layer):
@@ -83,18 +83,18 @@ class DenseLayer(Layer):
         if num_leading_axes >= ndim:
             raise ValueError(
                 f"{where}: num_leading_axes={num_leading_axes} for a {ndim}-dimensional input "
-                f"leaves no trailing axes for the dot product"
+                f"leaves no trailing axes for the dot product (leaving no trailing axes)"
             )
         if num_leading_axes < -ndim:
             raise ValueError(
                 f"{where}: num_leading_axes={num_leading_axes} for a {ndim}-dimensional input "
-                f"asks for more trailing axes than the input has"
+                f"asks for more trailing axes than the input has (requesting more trailing axes)"
             )
         self.num_leading_axes = int(num_leading_axes)
         trailing = self.input_shape[self.num_leading_axes :]
         if any(s is None for s in trailing):
             raise ValueError(
-                f"{where}: the input sizes after the leading axes must be known, got "
+                f"{where}: requires a fixed input shape: the sizes after the leading axes must be known, got "
                 f"input_shape={self.input_shape!r} with num_leading_axes={num_leading_axes}"
             )
         num_inputs = int(np.prod(trailing))
@@ -119,3 +119,69 @@ class DenseLayer(Layer):
         if self.b is not None:
             activation = activation + self.b
         return self.nonlinearity(activation)
+
+
+class NINLayer(Layer):
+    """Network-in-network: a dense layer applied across channels at every position.
+
+    A 1x1 convolution: for an input ``(batch, channels, ...)`` the output is
+    ``nonlinearity(sum_c input[:, c, ...] * W[c, :] + b)`` of shape
+    ``(batch, num_units, ...)``.
+
+    Parameters
+    ----------
+    incoming : Layer or tuple
+        The layer feeding into this one, or the expected input shape (axis 1
+        must have a known size).
+    num_units : int
+        The number of output channels.
+    untie_biases : bool
+        One bias per unit and position (shape ``(num_units,) + input_shape[2:]``)
+        instead of one per unit.
+    W : initializer, array or shared variable
+        The weights, of shape ``(input_shape[1], num_units)``.
+    b : initializer, array, shared variable or None
+        The biases; ``None`` for no bias.
+    nonlinearity : callable or None
+        Applied to the output; ``None`` means the identity.
+    **kwargs
+        ``name``.
+    """
+
+    def __init__(
+        self,
+        incoming,
+        num_units: int,
+        untie_biases: bool = False,
+        W=init.GlorotUniform(),  # noqa: B008  (Lasagne's signature)
+        b=init.Constant(0.0),  # noqa: B008
+        nonlinearity: Callable | None = nonlinearities.rectify,
+        **kwargs,
+    ) -> None:
+        _check_kwargs(type(self).__name__, kwargs)
+        super().__init__(incoming, **kwargs)
+        self.nonlinearity = nonlinearities.identity if nonlinearity is None else nonlinearity
+        self.num_units = num_units
+        self.untie_biases = untie_biases
+        num_input_channels = self.input_shape[1]
+        self.W = self.add_param(W, (num_input_channels, num_units), name="W")
+        if b is None:
+            self.b = None
+        else:
+            shape = (num_units,) + tuple(self.input_shape[2:]) if untie_biases else (num_units,)
+            self.b = self.add_param(b, shape, name="b", regularizable=False)
+
+    def get_output_shape_for(self, input_shape):
+        return (input_shape[0], self.num_units) + tuple(input_shape[2:])
+
+    def get_output_for(self, input, **kwargs):
+        """Return ``nonlinearity`` of the per-position dot product plus bias."""
+        out_r = pt.tensordot(self.W, input, axes=[[0], [1]])  # (units, batch, ...)
+        remaining = range(2, input.ndim)
+        out = out_r.dimshuffle(1, 0, *remaining)
+        if self.b is not None:
+            if self.untie_biases:
+                out = out + self.b.dimshuffle("x", *range(self.b.ndim))
+            else:
+                out = out + self.b.dimshuffle("x", 0, *(["x"] * len(remaining)))
+        return self.nonlinearity(out)

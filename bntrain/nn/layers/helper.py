@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import warnings
 from collections import OrderedDict, deque
 
 import numpy as np
-import pytensor.tensor as pt
 
 from .. import utils
-from .base import MergeLayer
+from .base import Layer, MergeLayer
 from .input import InputLayer
 
 __all__ = [
@@ -73,17 +74,28 @@ def get_output(layer_or_layers, inputs=None, return_updates=False, **kwargs):
         replace their output.
     return_updates : bool
         Also return the updates the layers asked for (the batch-norm moving
-        averages) as an ``OrderedDict``.  Lasagne hid them in
-        ``default_update``; here the caller passes them to
-        ``pytensor.function(..., updates=...)`` explicitly.
+        averages, the dropout generators' next states) as an ``OrderedDict``
+        for the caller to pass to ``pytensor.function(..., updates=...)``;
+        the graph then carries no hidden updates.  Without it the layers
+        attach their updates the way Lasagne did, as ``default_update`` of
+        clones of their shared variables, which ``pytensor.function`` applies
+        on its own.
     **kwargs
-        Passed to every layer's ``get_output_for``: ``deterministic``,
+        Passed to each layer's ``get_output_for`` when it accepts them (a
+        ``**kwargs`` catch-all accepts all): ``deterministic``,
         ``batch_norm_use_averages``, ``batch_norm_update_averages``...
 
     Returns
     -------
     output or list of outputs, or ``(output, updates)`` with ``return_updates``
     """
+    if isinstance(inputs, dict):
+        for key in inputs:
+            if key is not None and not isinstance(key, Layer):
+                raise TypeError(
+                    f"get_output(): the keys of the inputs dictionary must be layers "
+                    f"(or None for a missing input layer), got {type(key).__name__}"
+                )
     accepted_kwargs = {"deterministic"}
     treat_as_input = list(inputs.keys()) if isinstance(inputs, dict) else []
     all_layers = get_all_layers(layer_or_layers, treat_as_input)
@@ -93,7 +105,9 @@ def get_output(layer_or_layers, inputs=None, return_updates=False, **kwargs):
         if isinstance(layer, InputLayer) and layer not in treat_as_input
     }
     if isinstance(inputs, dict):
-        all_outputs.update((layer, pt.as_tensor_variable(expr)) for layer, expr in inputs.items())
+        all_outputs.update(
+            (layer, utils.as_theano_expression(expr)) for layer, expr in inputs.items()
+        )
     elif inputs is not None:
         if len(all_outputs) > 1:
             raise ValueError(
@@ -102,7 +116,7 @@ def get_output(layer_or_layers, inputs=None, return_updates=False, **kwargs):
                 "instead."
             )
         for input_layer in all_outputs:
-            all_outputs[input_layer] = pt.as_tensor_variable(inputs)
+            all_outputs[input_layer] = utils.as_theano_expression(inputs)
     updates = OrderedDict()
     for layer in all_layers:
         if layer in all_outputs:
@@ -118,30 +132,58 @@ def get_output(layer_or_layers, inputs=None, return_updates=False, **kwargs):
                 f"free-floating layer {layer!r}. Please call it with a dictionary mapping "
                 f"this layer to an input expression."
             ) from None
-        all_outputs[layer] = layer.get_output_for(layer_inputs, collect_updates=updates, **kwargs)
+        layer_kwargs = _accepted(layer.get_output_for, kwargs)
+        if return_updates and _names_collect_updates(layer.get_output_for):
+            layer_kwargs["collect_updates"] = updates
+        all_outputs[layer] = layer.get_output_for(layer_inputs, **layer_kwargs)
+        try:
+            accepted_kwargs |= set(utils.inspect_kwargs(layer.get_output_for))
+        except TypeError:  # not introspectable (a builtin)
+            pass
         accepted_kwargs |= set(layer.get_output_kwargs)
     unused_kwargs = set(kwargs) - accepted_kwargs
     if unused_kwargs:
         suggestions = []
         for kwarg in sorted(unused_kwargs):
-            hint = utils.close_matches(kwarg, accepted_kwargs)
+            match = difflib.get_close_matches(kwarg, list(accepted_kwargs), n=1)
+            hint = f" (perhaps you meant {match[0]})" if match else ""  # Lasagne's wording
             suggestions.append(f"{kwarg!r}{hint}")
         warnings.warn(
             f"get_output() was called with unused kwargs: {', '.join(suggestions)}", stacklevel=2
-        )
-    if updates and not return_updates:
-        warnings.warn(
-            f"get_output() built {len(updates)} layer update(s) (batch-norm moving averages, "
-            "dropout generator state) that are being dropped; call "
-            "get_output(..., return_updates=True) and pass the updates to "
-            "pytensor.function(..., updates=...)",
-            stacklevel=2,
         )
     try:
         outputs = [all_outputs[layer] for layer in layer_or_layers]
     except TypeError:
         outputs = all_outputs[layer_or_layers]
     return (outputs, updates) if return_updates else outputs
+
+
+def _accepted(fn, kwargs: dict) -> dict:
+    """The entries of ``kwargs`` that ``fn`` takes by keyword (all of them with ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # not introspectable: pass everything, as Lasagne did
+        return kwargs
+    names = set()
+    for p in params:
+        if p.kind is p.VAR_KEYWORD:
+            return kwargs
+        if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY):
+            names.add(p.name)
+    return {k: v for k, v in kwargs.items() if k in names}
+
+
+def _names_collect_updates(fn) -> bool:
+    """Whether ``fn`` names a ``collect_updates`` parameter (``**kwargs`` alone does not count).
+
+    The keyword is bntrain's, not Lasagne's: a Lasagne-style layer whose
+    ``get_output_for`` takes ``**kwargs`` never asked for it, so it is not given it.
+    """
+    try:
+        param = inspect.signature(fn).parameters.get("collect_updates")
+    except (TypeError, ValueError):  # not introspectable
+        return False
+    return param is not None and param.kind in (param.POSITIONAL_OR_KEYWORD, param.KEYWORD_ONLY)
 
 
 def get_output_shape(layer_or_layers, input_shapes=None):

@@ -118,6 +118,11 @@ def autocrop_array_shapes(input_shapes: Sequence, cropping: Sequence | None) -> 
     return [tuple(shape) for shape in zip(*columns, strict=True)]
 
 
+def _shapes_known(shapes) -> bool:
+    """Whether every input shape is a real shape (not a stand-in object, as in tests)."""
+    return all(isinstance(s, tuple | list) for s in shapes)
+
+
 def _first_known(sizes) -> int | None:
     return next((s for s in sizes if s is not None), None)
 
@@ -165,7 +170,8 @@ class ElemwiseMergeLayer(MergeLayer):
             raise ValueError(f"{where}: needs at least one incoming layer")
         self.merge_function = merge_function
         self.cropping = None if cropping is None else list(cropping)
-        self.get_output_shape_for(self.input_shapes)  # validate now, not at first use
+        if _shapes_known(self.input_shapes):
+            self.get_output_shape_for(self.input_shapes)  # validate now, not at first use
 
     def get_output_shape_for(self, input_shapes):
         """The common shape; an unknown size is filled in from another input."""
@@ -267,6 +273,12 @@ class ConcatLayer(MergeLayer):
             raise ValueError(f"{where}: needs at least one incoming layer")
         if isinstance(axis, bool) or not isinstance(axis, utils.int_types):
             raise TypeError(f"{where}: axis must be an int, got {axis!r}")
+        if not _shapes_known(self.input_shapes):  # stand-ins for layers: check at first use
+            self.axis = int(axis)
+            self.cropping = None if cropping is None else list(cropping)
+            if self.cropping is not None and -len(self.cropping) <= self.axis < len(self.cropping):
+                self.cropping[self.axis] = None
+            return
         ndim = len(self.input_shapes[0])
         if not -ndim <= axis < ndim:
             raise ValueError(f"{where}: axis={axis} is out of range for {ndim}-dimensional inputs")

@@ -3,8 +3,9 @@
 The random state lives in the layer, as a PyTensor shared variable holding a
 :class:`numpy.random.Generator` (``layer.rng``), never in a package-global
 stream.  ``get_output_for`` adds ``layer.rng -> next state`` to the updates it
-is given, so a function compiled with those updates draws a fresh mask on every
-call, and a checkpoint can save ``layer.rng.get_value().bit_generator.state``.
+is given (or, given none, hides it in the graph as Lasagne did), so a compiled
+function draws a fresh mask on every call, and a checkpoint can save
+``layer.rng.get_value().bit_generator.state``.
 
 Examples
 --------
@@ -21,13 +22,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-import pytensor
 import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 
-from .. import random, utils
+from .. import utils
+from .._default_updates import draw
 from .base import Layer
-from .special import _check_kwargs, _label
+from .special import _check_kwargs, _label, _layer_generator
 
 __all__ = [
     "DropoutLayer",
@@ -35,16 +36,8 @@ __all__ = [
     "dropout_channels",
     "spatial_dropout",
     "dropout_locations",
+    "GaussianNoiseLayer",
 ]
-
-_SEED_BOUND = 2**63 - 1
-
-
-def _draw_seed(gen) -> int:
-    """Draw a seed for a layer's own generator from a NumPy Generator or RandomState."""
-    if isinstance(gen, np.random.RandomState):
-        return int(gen.randint(0, 2**31 - 1))
-    return int(gen.integers(0, _SEED_BOUND))
 
 
 class DropoutLayer(Layer):
@@ -79,9 +72,12 @@ class DropoutLayer(Layer):
     -----
     ``get_output_for(input, deterministic=True)`` (or ``p == 0``) returns the
     input unchanged.  Otherwise the mask is drawn from ``self.rng`` and, when
-    the caller passes ``collect_updates`` (as :func:`get_output` does), the
-    update ``self.rng -> next state`` is added to it: pass those updates to
-    ``pytensor.function`` or every call reuses the same mask.  In JAX mode
+    the caller passes ``collect_updates`` (as ``get_output(...,
+    return_updates=True)`` does), the update ``self.rng -> next state`` is
+    added to it: pass those updates to ``pytensor.function`` or every call
+    reuses the same mask.  Without ``collect_updates`` the update is hidden in
+    the graph as Lasagne did (``default_update`` of a clone of ``self.rng``),
+    and every compiled call draws a fresh mask by itself.  In JAX mode
     PyTensor compiles a private copy of the generator: successive calls still
     differ, but ``self.rng`` itself does not advance.
     """
@@ -120,19 +116,7 @@ class DropoutLayer(Layer):
                     f"{ndim}-dimensional input"
                 )
         self.shared_axes = axes
-        if rng is None:
-            seed = _draw_seed(random.get_rng())
-        elif isinstance(rng, np.random.Generator | np.random.RandomState):
-            seed = _draw_seed(rng)
-        elif isinstance(rng, utils.int_types) and not isinstance(rng, bool) and rng >= 0:
-            seed = int(rng)
-        else:
-            raise TypeError(
-                f"{where}: rng must be a non-negative int seed, a numpy.random.Generator, "
-                f"a RandomState or None, got {rng!r}"
-            )
-        rng_name = f"{self.name}.rng" if self.name is not None else "dropout.rng"
-        self.rng = pytensor.shared(np.random.default_rng(seed), name=rng_name)
+        self.rng = _layer_generator(where, self.name or "dropout", rng)
 
     def get_output_for(self, input, deterministic: bool = False, collect_updates=None, **kwargs):
         """Return ``input * mask`` (rescaled), or ``input`` when deterministic.
@@ -159,14 +143,11 @@ class DropoutLayer(Layer):
             1 if a in shared else (static[a] if static[a] is not None else input.shape[a])
             for a in range(input.ndim)
         )
-        next_rng, draws = pt.random.bernoulli(
-            retain, size=mask_shape, rng=self.rng, return_next_rng=True
+        mask = pt.cast(
+            draw(self.rng, collect_updates, pt.random.bernoulli, retain, size=mask_shape), dtype
         )
-        mask = pt.cast(draws, dtype)
         if shared:
             mask = pt.specify_broadcastable(mask, *sorted(shared))
-        if collect_updates is not None:
-            collect_updates[self.rng] = next_rng
         if self.rescale:
             input = input / retain
         return input * mask
@@ -189,3 +170,39 @@ def dropout_locations(incoming, *args, **kwargs) -> DropoutLayer:
     """Dropout of whole locations: a :class:`DropoutLayer` sharing its mask over axis 1."""
     kwargs["shared_axes"] = (1,)
     return DropoutLayer(incoming, *args, **kwargs)
+
+
+class GaussianNoiseLayer(Layer):
+    """Add zero-mean Gaussian noise of standard deviation ``sigma`` during training.
+
+    Parameters
+    ----------
+    incoming : Layer or tuple
+        The layer feeding into this one, or the expected input shape.
+    sigma : float or scalar expression
+        The standard deviation of the noise.
+    rng : int, numpy.random.Generator, numpy.random.RandomState or None
+        Seeds the layer's own generator as for :class:`DropoutLayer`.
+    **kwargs
+        ``name``.
+
+    Notes
+    -----
+    ``deterministic=True`` returns the input unchanged.  The generator's
+    updates are handled as for :class:`DropoutLayer`.
+    """
+
+    def __init__(self, incoming, sigma=0.1, rng=None, **kwargs) -> None:
+        _check_kwargs(type(self).__name__, kwargs)
+        super().__init__(incoming, **kwargs)
+        self.sigma = sigma
+        where = _label(type(self).__name__, self.name)
+        self.rng = _layer_generator(where, self.name or "gaussian_noise", rng)
+
+    def get_output_for(self, input, deterministic: bool = False, collect_updates=None, **kwargs):
+        """Return ``input + noise``, or ``input`` when deterministic or ``sigma == 0``."""
+        if deterministic or (not isinstance(self.sigma, Variable) and self.sigma == 0):
+            return input
+        sigma = pt.cast(self.sigma, input.dtype)
+        noise = draw(self.rng, collect_updates, pt.random.normal, 0.0, sigma, size=input.shape)
+        return input + pt.cast(noise, input.dtype)

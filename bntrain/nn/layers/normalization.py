@@ -2,10 +2,12 @@
 
 :class:`BatchNormLayer` normalizes its input with batch statistics during
 training and with stored averages at test time; :func:`batch_norm` inserts one
-into an existing layer stack.  Unlike Lasagne, the moving-average updates are
-not hidden in ``default_update``: the layer adds them to the ``collect_updates``
-dictionary that :func:`~bntrain.nn.layers.get_output` passes in, and the caller
-hands them to ``pytensor.function(..., updates=...)``.
+into an existing layer stack.  With ``get_output(..., return_updates=True)``
+the moving-average updates go to the ``collect_updates`` dictionary and the
+caller hands them to ``pytensor.function(..., updates=...)`` (what bntrain's
+own code does); without it they are hidden in ``default_update`` as Lasagne
+did, so ported code that compiles only its optimizer updates still trains
+the averages.
 """
 
 from __future__ import annotations
@@ -16,13 +18,29 @@ from collections.abc import Collection
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
+from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Variable
 
 from .. import init, nonlinearities
+from .._default_updates import with_default_update
 from .base import Layer
 from .special import NonlinearityLayer
+from .standardization import (
+    LocalResponseNormalization2DLayer,
+    StandardizationLayer,
+    instance_norm,
+    layer_norm,
+)
 
-__all__ = ["BatchNormLayer", "batch_norm"]
+__all__ = [
+    "BatchNormLayer",
+    "batch_norm",
+    # Lasagne's lasagne.layers.normalization holds these too
+    "LocalResponseNormalization2DLayer",
+    "StandardizationLayer",
+    "instance_norm",
+    "layer_norm",
+]
 
 
 class BatchNormLayer(Layer):
@@ -75,8 +93,12 @@ class BatchNormLayer(Layer):
         Normalize with the stored averages instead of the batch statistics.
         Defaults to ``deterministic``.
     ``batch_norm_update_averages``
-        Add the moving-average updates of ``mean`` and ``inv_std`` to
-        ``collect_updates``.  Defaults to ``not deterministic``.
+        Update the moving averages of ``mean`` and ``inv_std``.  Defaults to
+        ``not deterministic``.  The updates go to ``collect_updates`` when
+        one is given (``get_output(..., return_updates=True)``); otherwise
+        they are attached as Lasagne did, as ``default_update`` of clones of
+        ``mean`` and ``inv_std`` that the output depends on, so any
+        ``pytensor.function`` compiled from the output updates the averages.
 
     Extension over Lasagne: either switch may also be a collection (set,
     frozenset, list or tuple) of :class:`BatchNormLayer` instances, in which
@@ -125,7 +147,7 @@ class BatchNormLayer(Layer):
         shape = tuple(size for axis, size in enumerate(self.input_shape) if axis not in self.axes)
         if any(size is None for size in shape):
             raise ValueError(
-                f"{self._describe()}: every axis not normalized over needs a known size, but "
+                f"{self._describe()}: needs specified input sizes (a known size on every axis not normalized over), but "
                 f"input_shape={self.input_shape!r} with axes={self.axes!r} leaves "
                 f"shape {shape!r}; add the unknown axes to `axes` or give their size"
             )
@@ -218,6 +240,26 @@ class BatchNormLayer(Layer):
         pattern = ["x" if axis in self.axes else next(kept) for axis in range(input.ndim)]
         return param.dimshuffle(pattern)
 
+    def _update_average(self, stat, batch_value, collect_updates):
+        """Add ``stat``'s moving-average update to ``collect_updates``, or hide it in the graph.
+
+        Returns what the graph should use for ``stat``: ``stat`` itself, or
+        (``collect_updates`` is None) a clone carrying the update as its
+        ``default_update``, as Lasagne did.
+        """
+
+        def moved(current):
+            alpha = pt.cast(self.alpha, stat.dtype)
+            one = np.asarray(1, dtype=stat.dtype)
+            return (one - alpha) * current + alpha * pt.cast(batch_value, stat.dtype)
+
+        if collect_updates is not None:
+            collect_updates[stat] = moved(stat)
+            return stat
+        if not isinstance(stat, SharedVariable):  # an expression: nothing to update
+            return stat
+        return with_default_update(stat, moved)
+
     def get_output_for(
         self,
         input,
@@ -241,16 +283,18 @@ class BatchNormLayer(Layer):
             Normalize with the stored ``mean`` and ``inv_std`` rather than the
             batch statistics; a collection means "only for these layers".
         batch_norm_update_averages : bool or collection of BatchNormLayer, optional
-            Add the moving-average updates to ``collect_updates``; a
-            collection means "only for these layers".  Ignored when
-            ``collect_updates`` is None.
+            Update the moving averages; a collection means "only for these
+            layers".
         collect_updates : dict, optional
             Receives ``{self.mean: new_mean, self.inv_std: new_inv_std}``.
+            Without it the updates are hidden in the graph (``default_update``).
         batch_norm_groups : int
-            Ghost batch norm: split the batch (axis 0, which must be normalized
-            over and divide evenly) into this many consecutive groups, each
-            normalized by its own statistics; the moving averages move towards
-            the mean over groups of each group's ``mean`` and ``inv_std``.
+            Ghost batch norm while training (``batch_norm_update_averages``):
+            split the batch (axis 0, which must be normalized over) into this
+            many consecutive groups of equal size, each normalized by its own
+            statistics, with one moving-average update per group, as
+            :class:`~bntrain.nn.layers.GhostBatchNormLayer` does.  Needs
+            ``collect_updates``.
         **kwargs
             Ignored (other layers' options).
 
@@ -279,64 +323,101 @@ class BatchNormLayer(Layer):
             )
         dtype = input.dtype
 
-        groups = int(batch_norm_groups) if not use_averages else 1
-        if groups > 1:
-            return self._ghost_output(input, groups, update_averages, collect_updates)
+        if update_averages and int(batch_norm_groups) > 1:
+            n = self.input_shape[0]
+            if n is not None and n % int(batch_norm_groups):
+                raise ValueError(
+                    f"{self._describe()}: a batch of {n} does not split into {batch_norm_groups}"
+                )
+            return self._per_group_output(
+                input, (int(batch_norm_groups), -1), use_averages, collect_updates
+            )
         if not use_averages or update_averages:
             batch_mean = pt.mean(input, axis=self.axes)
             batch_var = pt.var(input, axis=self.axes)
             eps = pt.cast(self.epsilon, dtype)
             batch_inv_std = pt.reciprocal(pt.sqrt(batch_var + eps))
 
-        if update_averages and collect_updates is not None:
-            self._collect(collect_updates, batch_mean, batch_inv_std)
+        stored_mean, stored_inv_std = self.mean, self.inv_std
+        if update_averages:
+            stored_mean, stored_inv_std = (
+                self._update_average(stat, batch_value, collect_updates)
+                for stat, batch_value in ((self.mean, batch_mean), (self.inv_std, batch_inv_std))
+            )
 
         if use_averages:
-            mean, inv_std = pt.cast(self.mean, dtype), pt.cast(self.inv_std, dtype)
+            mean, inv_std = pt.cast(stored_mean, dtype), pt.cast(stored_inv_std, dtype)
         else:
-            mean, inv_std = batch_mean, batch_inv_std
+            # Lasagne's trick: clones carrying hidden updates must be part of the graph
+            mean, inv_std = (
+                batch if stored is stat else batch + pt.cast(0 * stored, dtype)
+                for batch, stored, stat in (
+                    (batch_mean, stored_mean, self.mean),
+                    (batch_inv_std, stored_inv_std, self.inv_std),
+                )
+            )
         scale = inv_std if self.gamma is None else pt.cast(self.gamma, dtype) * inv_std
         output = (input - self._broadcast(mean, input)) * self._broadcast(scale, input)
         if self.beta is not None:
             output = output + self._broadcast(pt.cast(self.beta, dtype), input)
         return output
 
-    def _collect(self, collect_updates: dict, batch_mean, batch_inv_std) -> None:
-        """Add the moving-average updates towards ``batch_mean`` and ``batch_inv_std``."""
-        for stat, batch_value in ((self.mean, batch_mean), (self.inv_std, batch_inv_std)):
-            alpha = pt.cast(self.alpha, stat.dtype)
-            one = np.asarray(1, dtype=stat.dtype)
-            collect_updates[stat] = (one - alpha) * stat + alpha * pt.cast(batch_value, stat.dtype)
+    def _per_group_output(self, input, groups: tuple[int, int], use_averages, collect_updates):
+        """Ghost batch norm, training: statistics and moving-average updates per group.
 
-    def _ghost_output(self, input, groups: int, update_averages: bool, collect_updates):
-        """Normalize each of ``groups`` consecutive slices of the batch by its own statistics."""
+        ``groups`` is ``(G, -1)`` (G groups) or ``(-1, V)`` (groups of V): the
+        batch axis is split, in order, into consecutive groups of equal size.
+        Each group is normalized with its own mean and variance (or with the
+        averages when ``use_averages``), and the averages take one update per
+        group, in group order, exactly as G calls on the groups would:
+        ``s <- (1 - alpha)**G * s + sum_g alpha * (1 - alpha)**(G - 1 - g) * s_g``.
+        """
         if 0 not in self.axes:
-            raise ValueError(f"{self._describe()}: batch_norm_groups needs axis 0 normalized over")
-        n = self.input_shape[0]
-        if n is not None and n % groups:
-            raise ValueError(f"{self._describe()}: a batch of {n} does not split into {groups}")
-        dtype = input.dtype
-        grouped = input.reshape(
-            (groups, input.shape[0] // groups, *input.shape[1:]), ndim=input.ndim + 1
-        )
-        axes = tuple(a + 1 for a in self.axes)
-        mean = pt.mean(grouped, axis=axes, keepdims=True)
-        var = pt.var(grouped, axis=axes, keepdims=True)
-        inv_std = pt.reciprocal(pt.sqrt(var + pt.cast(self.epsilon, dtype)))
-        if update_averages and collect_updates is not None:
-            per_group = [ax for ax in range(1, grouped.ndim) if ax in axes]
-            self._collect(
-                collect_updates,
-                pt.mean(mean, axis=0).squeeze(axis=[a - 1 for a in per_group]),
-                pt.mean(inv_std, axis=0).squeeze(axis=[a - 1 for a in per_group]),
+            raise ValueError(
+                f"{self._describe()}: ghost batch norm needs the batch axis 0 in axes, "
+                f"got axes={self.axes!r}"
             )
-        scale = inv_std
+        if collect_updates is None:
+            raise ValueError(
+                f"{self._describe()}: training with ghost batch norm needs the updates "
+                f"collected: call get_output(..., return_updates=True) and pass them to "
+                f"pytensor.function (its per-group updates cannot be hidden Lasagne-style)"
+            )
+        dtype = input.dtype
+        rest = [
+            input.shape[i] if size is None else size
+            for i, size in enumerate(self.input_shape)
+            if i > 0
+        ]
+        grouped = input.reshape((*groups, *rest))
+        axes = tuple(a + 1 for a in self.axes)  # batch axis 0 -> the in-group axis 1
+        g_mean = pt.mean(grouped, axis=axes)  # (G, *param_shape)
+        g_inv_std = pt.reciprocal(
+            pt.sqrt(pt.var(grouped, axis=axes) + pt.cast(self.epsilon, dtype))
+        )
+        for stat, values in ((self.mean, g_mean), (self.inv_std, g_inv_std)):
+            alpha = pt.cast(self.alpha, stat.dtype)
+            keep = np.asarray(1, dtype=stat.dtype) - alpha
+            values = pt.cast(values, stat.dtype)
+            n = pt.cast(values.shape[0], stat.dtype)
+            ages = n - pt.cumsum(pt.ones_like(values), axis=0)  # updates after group g
+            collect_updates[stat] = keep**n * stat + pt.sum(alpha * keep**ages * values, axis=0)
+        if use_averages:
+            return self.get_output_for(
+                input, batch_norm_use_averages=True, batch_norm_update_averages=False
+            )
+        kept = iter(range(1, 1 + len(self.param_shape)))
+        pattern = [0] + ["x" if a in axes else next(kept) for a in range(1, grouped.ndim)]
+        out = (grouped - g_mean.dimshuffle(pattern)) * g_inv_std.dimshuffle(pattern)
         if self.gamma is not None:
-            scale = scale * pt.shape_padleft(self._broadcast(pt.cast(self.gamma, dtype), input))
-        output = (grouped - mean) * scale
+            out = out * self._broadcast(pt.cast(self.gamma, dtype), input).dimshuffle(
+                "x", *range(input.ndim)
+            )
         if self.beta is not None:
-            output = output + pt.shape_padleft(self._broadcast(pt.cast(self.beta, dtype), input))
-        return output.reshape(input.shape, ndim=input.ndim)
+            out = out + self._broadcast(pt.cast(self.beta, dtype), input).dimshuffle(
+                "x", *range(input.ndim)
+            )
+        return out.reshape(input.shape)
 
 
 def batch_norm(layer: Layer, **kwargs) -> Layer:

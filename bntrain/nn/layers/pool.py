@@ -1,15 +1,17 @@
-"""Pooling layers (``lasagne.layers.pool``).
+"""Pooling layers (``lasagne.layers.pool``): 1D, 2D, 3D, global and spatial pyramid.
 
-Pooling is built from plain tensor operations, picking the cheaper of two forms:
+Pooling is built from plain tensor operations, picking the cheapest of three forms:
 
 * non-overlapping windows (``stride == pool_size``, no padding, and either
   ``ignore_border=True`` or sizes that divide): crop, reshape to
-  ``(N, C, rows, pool_rows, cols, pool_cols)`` and reduce;
-* otherwise: pad (``-inf`` for max, zeros for averages) and reduce the
-  ``pool_rows * pool_cols`` strided views elementwise.
+  ``(N, C, rows, pool_rows, cols, pool_cols, ...)`` and reduce;
+* other integer windows: pad (``-inf`` for max, zeros for averages) and reduce
+  the ``prod(pool_size)`` strided views elementwise;
+* symbolic windows (:class:`SpatialPyramidPoolingLayer` on an input of unknown
+  size): gather the windows with index arrays and reduce.
 
-Semantics follow Theano's ``pool_2d`` as Lasagne used it: max pooling never
-picks padding; ``'average_inc_pad'`` divides by the window area,
+Semantics follow Theano's ``pool_2d``/``pool_3d`` as Lasagne used them: max
+pooling never picks padding; ``'average_inc_pad'`` divides by the window size,
 ``'average_exc_pad'`` by the number of input values in the window; with
 ``ignore_border=False`` the last windows may be cut short by the border and
 average over what they cover.
@@ -28,6 +30,7 @@ Examples
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -35,15 +38,29 @@ import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 
 from .base import Layer
-from .conv import _int_pair
+from .conv import _int_tuple
 from .special import _check_kwargs, _label
+from .upscale import (  # noqa: F401  (Lasagne's lasagne.layers.pool holds these too)
+    FeaturePoolLayer,
+    FeatureWTALayer,
+    Upscale1DLayer,
+    Upscale2DLayer,
+    Upscale3DLayer,
+)
 
 __all__ = [
+    "Pool1DLayer",
     "Pool2DLayer",
+    "Pool3DLayer",
+    "MaxPool1DLayer",
     "MaxPool2DLayer",
+    "MaxPool3DLayer",
     "GlobalPoolLayer",
+    "SpatialPyramidPoolingLayer",
     "pool_output_length",
+    "pool_nd",
     "pool_2d",
+    "pool_3d",
 ]
 
 _MODES = ("max", "average_inc_pad", "average_exc_pad")
@@ -99,117 +116,289 @@ def _max(a, b):
     return max(a, b)
 
 
-def pool_2d(
-    input,
-    pool_size,
-    stride=None,
-    pad=(0, 0),
-    ignore_border: bool = True,
-    mode: str = "max",
-    input_hw=(None, None),
-):
-    """Pool the last two axes of a 4D tensor (Theano's ``pool_2d`` semantics).
+def _static_int(v):
+    """``v`` as a Python int if it is one (or a NumPy integer), else ``None``."""
+    if isinstance(v, int | np.integer) and not isinstance(v, bool):
+        return int(v)
+    return None
+
+
+def _entries(value, n: int, what: str):
+    """``value`` (an int, a sequence, or a symbolic vector) as ``n`` ints or symbolic scalars."""
+    if isinstance(value, Variable) and value.ndim == 1:
+        return [value[i] for i in range(n)]
+    if isinstance(value, Variable) or _static_int(value) is not None:
+        return [value] * n
+    entries = list(value)
+    if len(entries) != n:
+        raise ValueError(f"pool: {what} must have {n} entries, got {value!r}")
+    return [_static_int(v) if _static_int(v) is not None else v for v in entries]
+
+
+def pool_nd(input, ws, ignore_border: bool = True, stride=None, pad=None, mode: str = "max"):
+    """Pool the last ``len(ws)`` axes of ``input`` (Theano's ``pool_2d``/``pool_3d`` semantics).
 
     Parameters
     ----------
     input : tensor
-        ``(batch, channels, rows, cols)``.
-    pool_size : pair of int
-        Window height and width.
-    stride : pair of int or None
-        Strides; ``None`` means ``pool_size``.
-    pad : pair of int
-        Zero padding on both sides (each smaller than the window).
+        ``(..., *spatial)``: any leading axes, then the pooled axes.
+    ws : sequence of int or symbolic scalars
+        Window size per pooled axis.
     ignore_border : bool
         See :func:`pool_output_length`.
+    stride : sequence or None
+        Strides; ``None`` means ``ws``.
+    pad : sequence of int or None
+        Zero padding on both sides (each smaller than the window); ``None`` is 0.
     mode : {'max', 'average_inc_pad', 'average_exc_pad'}
         The reduction.
-    input_hw : pair of int or None
-        Static rows and cols when known (lets the graph use constants).
 
     Returns
     -------
     TensorVariable
+
+    Notes
+    -----
+    Integer windows, strides and paddings build strided views (or a reshape
+    for non-overlapping windows) reduced elementwise.  Symbolic ones (the
+    window of a spatial pyramid over an input of unknown size) gather the
+    windows with index arrays instead: slower, but any size works.
     """
-    ws = tuple(pool_size)
-    st = ws if stride is None else tuple(stride)
-    pad = tuple(pad)
+    n = len(ws) if not isinstance(ws, Variable) else 2
+    ws = _entries(ws, n, "ws")
+    st = ws if stride is None else _entries(stride, n, "stride")
+    pad = [0] * n if pad is None else _entries(pad, n, "pad")
     if mode not in _MODES:
-        raise ValueError(f"pool_2d: mode must be one of {_MODES}, got {mode!r}")
-    if not ignore_border and any(pad):
-        raise ValueError(f"pool_2d: pad must be (0, 0) with ignore_border=False, got {pad!r}")
-    hw = tuple(input.shape[2 + i] if input_hw[i] is None else int(input_hw[i]) for i in range(2))
-    out = tuple(
-        pool_output_length(hw[i], ws[i], st[i], pad[i], ignore_border)
-        if isinstance(hw[i], int)
-        else _sym_out_length(hw[i], ws[i], st[i], pad[i], ignore_border)
-        for i in range(2)
-    )
-    divisible = all(isinstance(hw[i], int) and hw[i] % ws[i] == 0 for i in range(2))
+        raise ValueError(f"pool: mode must be one of {_MODES}, got {mode!r}")
+    if not ignore_border and any(not isinstance(p, int) or p for p in pad):
+        raise ValueError(f"pool: pad must be 0 with ignore_border=False, got {tuple(pad)!r}")
+    input = pt.as_tensor_variable(input)
+    static = input.type.shape[input.ndim - n :]
+    sizes = [input.shape[input.ndim - n + i] if static[i] is None else static[i] for i in range(n)]
+    known = all(isinstance(v, int) for v in (*ws, *st, *pad))
+    out = [
+        pool_output_length(sizes[i], ws[i], st[i], pad[i], ignore_border)
+        if known and isinstance(sizes[i], int)
+        else _sym_out_length(sizes[i], ws[i], st[i], pad[i], ignore_border)
+        for i in range(n)
+    ]
+    if not known:
+        return _pool_gather(input, ws, st, pad, sizes, out, ignore_border, mode)
+    divisible = all(isinstance(sizes[i], int) and sizes[i] % ws[i] == 0 for i in range(n))
     if st == ws and not any(pad) and (ignore_border or divisible):
-        return _pool_blocks(input, ws, hw, out, mode)
-    return _pool_views(input, ws, st, pad, hw, out, ignore_border, mode)
+        return _pool_blocks(input, ws, sizes, out, mode)
+    return _pool_views(input, ws, st, pad, sizes, out, ignore_border, mode)
 
 
-def _pool_blocks(x, ws, hw, out, mode):
+def pool_2d(input, ws=None, ignore_border: bool = True, stride=None, pad=(0, 0), mode: str = "max"):
+    """Pool the last two axes (Theano's ``pool_2d``, which ``lasagne.layers.pool`` exposes).
+
+    See :func:`pool_nd`; ``ws`` may be a symbolic integer vector.
+    """
+    if ws is None:
+        raise TypeError("pool_2d: ws (the window size) is required")
+    if not isinstance(ws, Variable) and len(ws) != 2:
+        raise ValueError(f"pool_2d: ws must have 2 entries, got {ws!r}")
+    return pool_nd(input, ws, ignore_border, stride, pad, mode)
+
+
+def pool_3d(
+    input, ws=None, ignore_border: bool = True, stride=None, pad=(0, 0, 0), mode: str = "max"
+):
+    """Pool the last three axes (Theano's ``pool_3d``); see :func:`pool_nd`."""
+    if ws is None or isinstance(ws, Variable) or len(ws) != 3:
+        raise ValueError(f"pool_3d: ws must be 3 ints or symbolic scalars, got {ws!r}")
+    return pool_nd(input, ws, ignore_border, stride, pad, mode)
+
+
+def _lead(x, n):
+    return [x.shape[i] for i in range(x.ndim - n)]
+
+
+def _pool_blocks(x, ws, sizes, out, mode):
     """Non-overlapping windows: crop to whole windows, reshape, reduce."""
-    (kh, kw), (oh, ow) = ws, out
-    if not all(isinstance(h, int) and h == o * k for h, o, k in zip(hw, out, ws, strict=True)):
-        x = x[:, :, : oh * kh, : ow * kw]
-    blocks = x.reshape((x.shape[0], x.shape[1], oh, kh, ow, kw), ndim=6)
+    n = len(ws)
+    if not all(isinstance(s, int) and s == o * k for s, o, k in zip(sizes, out, ws, strict=True)):
+        x = x[(Ellipsis, *(slice(0, o * k) for o, k in zip(out, ws, strict=True)))]
+    lead = x.ndim - n
+    shape = _lead(x, n) + [d for o, k in zip(out, ws, strict=True) for d in (o, k)]
+    blocks = x.reshape(shape, ndim=lead + 2 * n)
+    axes = tuple(lead + 2 * i + 1 for i in range(n))
     if mode == "max":
-        return blocks.max(axis=(3, 5))
+        return blocks.max(axis=axes)
     # accumulate in the input dtype (PyTensor's default float64 accumulator upcasts in JAX)
-    return blocks.sum(axis=(3, 5), acc_dtype=x.dtype) / np.asarray(kh * kw, dtype=x.dtype)
+    return blocks.sum(axis=axes, acc_dtype=x.dtype) / np.asarray(np.prod(ws), dtype=x.dtype)
 
 
-def _pool_views(x, ws, st, pad, hw, out, ignore_border, mode):
-    """General windows: pad, then reduce the ``kh * kw`` strided views."""
-    (kh, kw), (sh, sw), (ph, pw), (h, w), (oh, ow) = ws, st, pad, hw, out
-    # extent (in padded coordinates) that the windows cover, and that holds the input
-    span_h, span_w = (oh - 1) * sh + kh, (ow - 1) * sw + kw
-    need_h, need_w = _max(span_h, ph + h), _max(span_w, pw + w)
+def _canvas(x, pad, sizes, need, fill):
+    """``x`` placed at offset ``pad`` in a ``need``-sized canvas of ``fill`` (last axes)."""
+    n = len(pad)
+    canvas = pt.full(_lead(x, n) + list(need), np.asarray(fill, dtype=x.dtype))
+    inner = tuple(slice(p, p + s) for p, s in zip(pad, sizes, strict=True))
+    return pt.set_subtensor(canvas[(Ellipsis, *inner)], x)
+
+
+def _extent(ws, st, pad, sizes, out):
+    """Per axis: the padded extent the windows cover and holds the input."""
+    return [
+        _max((o - 1) * s + k, p + size)
+        for k, s, p, size, o in zip(ws, st, pad, sizes, out, strict=True)
+    ]
+
+
+def _pool_views(x, ws, st, pad, sizes, out, ignore_border, mode):
+    """General integer windows: pad, then reduce the ``prod(ws)`` strided views."""
+    spans = [(o - 1) * s + k for k, s, o in zip(ws, st, out, strict=True)]
     fill = -np.inf if mode == "max" else 0.0
-    fits = all(isinstance(v, int) for v in (h, w, span_h, span_w)) and span_h <= h and span_w <= w
-    padded = bool(ph or pw) or not (ignore_border or fits)
+    fits = all(isinstance(v, int) for v in (*sizes, *spans)) and all(
+        span <= size for span, size in zip(spans, sizes, strict=True)
+    )
+    padded = any(pad) or not (ignore_border or fits)
+    need = _extent(ws, st, pad, sizes, out)
     if padded:
-        canvas = pt.full((x.shape[0], x.shape[1], need_h, need_w), np.asarray(fill, dtype=x.dtype))
-        x = pt.set_subtensor(canvas[:, :, ph : ph + h, pw : pw + w], x)
+        x = _canvas(x, pad, sizes, need, fill)
 
     def views(t):
-        for a in range(kh):
-            for b in range(kw):
-                yield t[:, :, a : a + (oh - 1) * sh + 1 : sh, b : b + (ow - 1) * sw + 1 : sw]
+        for tap in itertools.product(*(range(k) for k in ws)):
+            yield t[
+                (
+                    Ellipsis,
+                    *(
+                        slice(a, a + (o - 1) * s + 1, s)
+                        for a, s, o in zip(tap, st, out, strict=True)
+                    ),
+                )
+            ]
 
     if mode == "max":
         result = None
         for v in views(x):
             result = v if result is None else pt.maximum(result, v)
         return result
-    total = pt.add(*views(x)) if kh * kw > 1 else next(views(x))
+    total = pt.add(*views(x)) if np.prod(ws) > 1 else next(views(x))
     if (mode == "average_inc_pad" and ignore_border) or not padded:
-        return total / np.asarray(kh * kw, dtype=x.dtype)
+        return total / np.asarray(np.prod(ws), dtype=x.dtype)
     # values of the input each window covers (padding and the cut border excluded)
-    mask = pt.zeros((1, 1, need_h, need_w), dtype=x.dtype)
-    mask = pt.set_subtensor(mask[:, :, ph : ph + h, pw : pw + w], np.asarray(1, dtype=x.dtype))
-    count = pt.add(*views(mask)) if kh * kw > 1 else next(views(mask))
+    ones = pt.ones([1] * (x.ndim - len(ws)) + list(sizes), dtype=x.dtype)
+    mask = _canvas(ones, pad, sizes, need, 0.0)
+    count = pt.add(*views(mask)) if np.prod(ws) > 1 else next(views(mask))
     return total / count
 
 
-class Pool2DLayer(Layer):
-    """2D pooling over the last two axes.
+def _pool_gather(x, ws, st, pad, sizes, out, ignore_border, mode):
+    """Symbolic windows: pad, gather each axis's windows with an index array, reduce."""
+    n = len(ws)
+    lead = x.ndim - n
+    fill = -np.inf if mode == "max" else 0.0
+    need = _extent(ws, st, pad, sizes, out)
+    x = _canvas(x, pad, sizes, need, fill)
+
+    def windows(t):
+        for i in range(n):
+            index = pt.arange(out[i])[:, None] * st[i] + pt.arange(ws[i])[None, :]
+            t = pt.take(t, index, axis=lead + 2 * i)
+        return t
+
+    axes = tuple(lead + 2 * i + 1 for i in range(n))
+    if mode == "max":
+        return windows(x).max(axis=axes)
+    total = windows(x).sum(axis=axes, acc_dtype=x.dtype)
+    if mode == "average_inc_pad" and ignore_border:
+        area = pt.prod(pt.stack([pt.as_tensor_variable(k) for k in ws]))
+        return total / pt.cast(area, x.dtype)
+    ones = pt.ones([1] * lead + list(sizes), dtype=x.dtype)
+    count = windows(_canvas(ones, pad, sizes, need, 0.0)).sum(axis=axes, acc_dtype=x.dtype)
+    return total / count
+
+
+class _PoolLayer(Layer):
+    """N-d pooling over the trailing ``_rank`` axes (the base of Pool1D/2D/3DLayer)."""
+
+    _rank = 2
+
+    def __init__(
+        self,
+        incoming,
+        pool_size,
+        stride=None,
+        pad=0,
+        ignore_border: bool = True,
+        mode: str = "max",
+        **kwargs,
+    ) -> None:
+        _check_kwargs(type(self).__name__, kwargs)
+        super().__init__(incoming, **kwargs)
+        n = self._rank
+        where = _label(type(self).__name__, self.name)
+        if len(self.input_shape) != n + 2:
+            raise ValueError(
+                f"{where}: tried to create a {n}D pooling layer with input shape "
+                f"{self.input_shape!r}. Expected {n + 2} input dimensions "
+                f"(batch, channels, {n} spatial dimensions)"
+            )
+        self.pool_size = _int_tuple(where, "pool_size", pool_size, n, 1)
+        self.stride = (
+            self.pool_size if stride is None else _int_tuple(where, "stride", stride, n, 1)
+        )
+        self.pad = _int_tuple(where, "pad", pad, n, 0)
+        self.ignore_border = bool(ignore_border)
+        if mode not in _MODES:
+            raise ValueError(f"{where}: mode must be one of {_MODES}, got {mode!r}")
+        self.mode = mode
+        if any(p >= k for p, k in zip(self.pad, self.pool_size, strict=True)):
+            raise ValueError(
+                f"{where}: pad {self.pad!r} must be smaller than pool_size {self.pool_size!r}"
+            )
+        if not self.ignore_border and any(self.pad):
+            raise ValueError(
+                f"{where}: pad must be {(0,) * n!r} with ignore_border=False, got {self.pad!r}"
+            )
+        if any(o is not None and o < 1 for o in self.output_shape[2:]):
+            raise ValueError(
+                f"{where}: input shape {self.input_shape!r} is smaller than pool_size {self.pool_size!r}"
+            )
+
+    def get_output_shape_for(self, input_shape):
+        """Return ``(batch, channels, *out_spatial)``."""
+        spatial = tuple(
+            pool_output_length(
+                input_shape[2 + i],
+                self.pool_size[i],
+                self.stride[i],
+                self.pad[i],
+                self.ignore_border,
+            )
+            for i in range(self._rank)
+        )
+        return (*input_shape[:2], *spatial)
+
+    def get_output_for(self, input, **kwargs):
+        """Return the pooled input."""
+        input = pt.as_tensor_variable(input)
+        if input.ndim != self._rank + 2:
+            raise ValueError(
+                f"{_label(type(self).__name__, self.name)}: expected a {self._rank + 2}-dimensional "
+                f"input, got ndim={input.ndim}"
+            )
+        # the declared shape makes the reshape sizes constants (JAX needs them)
+        input = pt.specify_shape(input, self.input_shape)
+        return pool_nd(input, self.pool_size, self.ignore_border, self.stride, self.pad, self.mode)
+
+
+class Pool1DLayer(_PoolLayer):
+    """1D pooling over the last axis of ``(batch, channels, length)``.
 
     Parameters
     ----------
     incoming : Layer or tuple
-        The layer feeding into this one; its output is ``(batch, channels, rows, cols)``.
-    pool_size : int or pair of int
+        The layer feeding into this one.
+    pool_size : int
         Window size.
-    stride : int, pair of int or None
-        Strides; ``None`` means ``pool_size`` (non-overlapping).
-    pad : int or pair of int
-        Zero padding on both sides; each must be smaller than the window, and
-        0 unless ``ignore_border``.
+    stride : int or None
+        Stride; ``None`` means ``pool_size`` (non-overlapping).
+    pad : int
+        Zero padding on both sides; smaller than the window, and 0 unless
+        ``ignore_border``.
     ignore_border : bool
         ``True``: drop partial windows at the border; ``False``: keep them.
     mode : {'max', 'average_inc_pad', 'average_exc_pad'}
@@ -217,6 +406,24 @@ class Pool2DLayer(Layer):
     **kwargs
         ``name``.
     """
+
+    _rank = 1
+
+    def __init__(
+        self,
+        incoming,
+        pool_size,
+        stride=None,
+        pad=0,
+        ignore_border: bool = True,
+        mode: str = "max",
+        **kwargs,
+    ) -> None:
+        super().__init__(incoming, pool_size, stride, pad, ignore_border, mode, **kwargs)
+
+
+class Pool2DLayer(_PoolLayer):
+    """2D pooling over the last two axes; parameters as :class:`Pool1DLayer`, per axis."""
 
     def __init__(
         self,
@@ -228,66 +435,34 @@ class Pool2DLayer(Layer):
         mode: str = "max",
         **kwargs,
     ) -> None:
-        _check_kwargs(type(self).__name__, kwargs)
-        super().__init__(incoming, **kwargs)
-        where = _label(type(self).__name__, self.name)
-        if len(self.input_shape) != 4:
-            raise ValueError(
-                f"{where}: tried to create a 2D pooling layer with input shape {self.input_shape!r}; "
-                f"expected 4 input dimensions (batch, channels, rows, cols)"
-            )
-        self.pool_size = _int_pair(where, "pool_size", pool_size, 1)
-        self.stride = self.pool_size if stride is None else _int_pair(where, "stride", stride, 1)
-        self.pad = _int_pair(where, "pad", pad, 0)
-        self.ignore_border = bool(ignore_border)
-        if mode not in _MODES:
-            raise ValueError(f"{where}: mode must be one of {_MODES}, got {mode!r}")
-        self.mode = mode
-        if any(p >= k for p, k in zip(self.pad, self.pool_size, strict=True)):
-            raise ValueError(
-                f"{where}: pad {self.pad!r} must be smaller than pool_size {self.pool_size!r}"
-            )
-        if not self.ignore_border and any(self.pad):
-            raise ValueError(
-                f"{where}: pad must be (0, 0) with ignore_border=False, got {self.pad!r}"
-            )
-        rows, cols = self.output_shape[2:]
-        if (rows is not None and rows < 1) or (cols is not None and cols < 1):
-            raise ValueError(
-                f"{where}: input shape {self.input_shape!r} is smaller than pool_size {self.pool_size!r}"
-            )
+        super().__init__(incoming, pool_size, stride, pad, ignore_border, mode, **kwargs)
 
-    def get_output_shape_for(self, input_shape):
-        """Return ``(batch, channels, out_rows, out_cols)``."""
-        spatial = tuple(
-            pool_output_length(
-                input_shape[2 + i],
-                self.pool_size[i],
-                self.stride[i],
-                self.pad[i],
-                self.ignore_border,
-            )
-            for i in range(2)
-        )
-        return (*input_shape[:2], *spatial)
 
-    def get_output_for(self, input, **kwargs):
-        """Return the pooled input."""
-        if input.ndim != 4:
-            raise ValueError(
-                f"{_label(type(self).__name__, self.name)}: expected a 4-dimensional input, got ndim={input.ndim}"
-            )
-        # the declared shape makes the reshape sizes constants (JAX needs them)
-        input = pt.specify_shape(input, self.input_shape)
-        return pool_2d(
-            input,
-            self.pool_size,
-            self.stride,
-            self.pad,
-            self.ignore_border,
-            self.mode,
-            input_hw=self.input_shape[2:],
-        )
+class Pool3DLayer(_PoolLayer):
+    """3D pooling over the last three axes; parameters as :class:`Pool1DLayer`, per axis."""
+
+    _rank = 3
+
+    def __init__(
+        self,
+        incoming,
+        pool_size,
+        stride=None,
+        pad=(0, 0, 0),
+        ignore_border: bool = True,
+        mode: str = "max",
+        **kwargs,
+    ) -> None:
+        super().__init__(incoming, pool_size, stride, pad, ignore_border, mode, **kwargs)
+
+
+class MaxPool1DLayer(Pool1DLayer):
+    """1D max pooling: :class:`Pool1DLayer` with ``mode='max'``."""
+
+    def __init__(
+        self, incoming, pool_size, stride=None, pad=0, ignore_border: bool = True, **kwargs
+    ) -> None:
+        super().__init__(incoming, pool_size, stride, pad, ignore_border, mode="max", **kwargs)
 
 
 class MaxPool2DLayer(Pool2DLayer):
@@ -295,6 +470,15 @@ class MaxPool2DLayer(Pool2DLayer):
 
     def __init__(
         self, incoming, pool_size, stride=None, pad=(0, 0), ignore_border: bool = True, **kwargs
+    ) -> None:
+        super().__init__(incoming, pool_size, stride, pad, ignore_border, mode="max", **kwargs)
+
+
+class MaxPool3DLayer(Pool3DLayer):
+    """3D max pooling: :class:`Pool3DLayer` with ``mode='max'``."""
+
+    def __init__(
+        self, incoming, pool_size, stride=None, pad=(0, 0, 0), ignore_border: bool = True, **kwargs
     ) -> None:
         super().__init__(incoming, pool_size, stride, pad, ignore_border, mode="max", **kwargs)
 
@@ -317,17 +501,21 @@ class GlobalPoolLayer(Layer):
         _check_kwargs(type(self).__name__, kwargs)
         super().__init__(incoming, **kwargs)
         where = _label(type(self).__name__, self.name)
-        if len(self.input_shape) < 3:
-            raise ValueError(
-                f"{where}: needs an input with at least 3 dimensions (batch, channels, ...), "
-                f"got input shape {self.input_shape!r}"
-            )
         if not callable(pool_function):
             raise TypeError(f"{where}: pool_function must be callable, got {pool_function!r}")
         self.pool_function = pool_function
 
     def get_output_shape_for(self, input_shape):
-        """Return ``(batch, channels)``."""
+        """Return ``(batch, channels)``.
+
+        The input is checked here rather than at construction: as in Lasagne,
+        the layer may be built before the shape it will see is known.
+        """
+        if len(input_shape) < 3:
+            raise ValueError(
+                f"{_label(type(self).__name__, self.name)}: needs an input with at least 3 "
+                f"dimensions (batch, channels, ...), got input shape {tuple(input_shape)!r}"
+            )
         return tuple(input_shape[:2])
 
     def get_output_for(self, input, **kwargs):
@@ -337,3 +525,99 @@ class GlobalPoolLayer(Layer):
                 f"{_label(type(self).__name__, self.name)}: expected at least 3 input dimensions, got ndim={input.ndim}"
             )
         return self.pool_function(pt.flatten(input, 3), axis=2)
+
+
+def _pyramid_bins(input, sizes, level: int, mode: str) -> list:
+    """Kaiming He's ``level x level`` bins: bin ``i`` spans ``[floor(i*L/n), ceil((i+1)*L/n))``."""
+    reduce = pt.max if mode == "max" else pt.mean
+    bounds = [[((i * s) // level, -((-(i + 1) * s) // level)) for i in range(level)] for s in sizes]
+    return [
+        reduce(input[:, :, r0:r1, c0:c1], axis=(2, 3)).dimshuffle(0, 1, "x")
+        for r0, r1 in bounds[0]
+        for c0, c1 in bounds[1]
+    ]
+
+
+class SpatialPyramidPoolingLayer(Layer):
+    """Pool ``(batch, channels, rows, cols)`` to a fixed ``(batch, channels, sum(p*p))`` (He et al. 2015).
+
+    Each pyramid level ``p`` pools the input into ``p x p`` regions whatever its
+    size, so inputs of any size give the same number of features.
+
+    Parameters
+    ----------
+    incoming : Layer or tuple
+        The layer feeding into this one; rows and cols may be unknown (``None``).
+    pool_dims : list of int
+        The pyramid levels.
+    mode : {'max', 'average_inc_pad', 'average_exc_pad'}
+        The reduction (both averages are the plain mean: nothing is padded).
+    implementation : {'fast', 'kaiming'}
+        ``'fast'``: a pooling with window ``ceil(L / p)`` and stride
+        ``floor(L / p)`` per axis (for some sizes this gives more than ``p``
+        windows, as in Lasagne); ``'kaiming'``: exactly ``p x p`` bins, bin
+        ``i`` covering ``[floor(i L / p), ceil((i + 1) L / p))``.
+    **kwargs
+        ``name``.
+    """
+
+    def __init__(
+        self,
+        incoming,
+        pool_dims=(4, 2, 1),
+        mode: str = "max",
+        implementation: str = "fast",
+        **kwargs,
+    ) -> None:
+        _check_kwargs(type(self).__name__, kwargs)
+        super().__init__(incoming, **kwargs)
+        where = _label(type(self).__name__, self.name)
+        if len(self.input_shape) != 4:
+            raise ValueError(
+                f"{where}: tried to create a SPP layer with input shape {self.input_shape!r}. "
+                f"Expected 4 input dimensions (batch, channels, 2 spatial dimensions)"
+            )
+        if mode not in _MODES:
+            raise ValueError(
+                f"{where}: Mode must be either 'max', 'average_inc_pad' or 'average_exc_pad'. "
+                f"Got {mode!r}"
+            )
+        if implementation not in ("fast", "kaiming"):
+            raise ValueError(
+                f"{where}: implementation must be 'fast' or 'kaiming', got {implementation!r}"
+            )
+        dims = list(pool_dims)
+        if not dims or not all(_static_int(p) is not None and p >= 1 for p in dims):
+            raise ValueError(f"{where}: pool_dims must be positive ints, got {pool_dims!r}")
+        self.pool_dims = [int(p) for p in dims]
+        self.mode = mode
+        self.implementation = implementation
+
+    def get_output_shape_for(self, input_shape):
+        """Return ``(batch, channels, sum(p * p for p in pool_dims))``."""
+        return (input_shape[0], input_shape[1], sum(p * p for p in self.pool_dims))
+
+    def get_output_for(self, input, **kwargs):
+        """Return the pyramid's features, level by level, each level's bins row-major."""
+        # the declared shape makes the sizes constants where known (JAX needs them)
+        input = pt.specify_shape(pt.as_tensor_variable(input), self.input_shape)
+        sizes = [
+            known if known is not None else input.shape[2 + i]
+            for i, known in enumerate(self.input_shape[2:])
+        ]
+        parts = []
+        for level in self.pool_dims:
+            if self.implementation == "kaiming":
+                parts += _pyramid_bins(input, sizes, level, self.mode)
+            else:
+                ws = [(s + level - 1) // level for s in sizes]
+                stride = [s // level for s in sizes]
+                pooled = pool_2d(input, ws, True, stride, None, self.mode)
+                windows = [
+                    pool_output_length(s, w, st, 0, True) if isinstance(s, int) else None
+                    for s, w, st in zip(sizes, ws, stride, strict=True)
+                ]
+                # a static length lets JAX split the concatenation's gradient
+                count = None if None in windows else windows[0] * windows[1]
+                parts.append(pt.specify_shape(pt.flatten(pooled, 3), (None, None, count)))
+        return pt.concatenate(parts, axis=2)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+import pytensor
 import pytensor.tensor as pt
 from pytensor.gradient import disconnected_grad
 from pytensor.graph.basic import Variable
@@ -76,14 +77,18 @@ class BatchReNormLayer(BatchNormLayer):
             )
         return float(value)
 
-    def corrections(self, batch_mean, batch_inv_std, dtype: str):
-        """``(r, d)`` for a batch, without gradient (per normalized channel)."""
-        inv_std = pt.cast(self.inv_std, dtype)
+    def corrections(self, batch_mean, batch_inv_std, dtype: str, mean=None, inv_std=None):
+        """``(r, d)`` for a batch, without gradient (per normalized channel).
+
+        ``mean`` and ``inv_std`` default to the stored averages.
+        """
+        mean = self.mean if mean is None else mean
+        inv_std = pt.cast(self.inv_std if inv_std is None else inv_std, dtype)
         r_max = pt.cast(self.r_max, dtype)
         d_max = pt.cast(self.d_max, dtype)
         one = np.asarray(1, dtype=dtype)
         r = pt.clip(inv_std / batch_inv_std, one / r_max, r_max)
-        d = pt.clip((batch_mean - pt.cast(self.mean, dtype)) * inv_std, -d_max, d_max)
+        d = pt.clip((batch_mean - pt.cast(mean, dtype)) * inv_std, -d_max, d_max)
         return disconnected_grad(r), disconnected_grad(d)
 
     def get_output_for(
@@ -110,24 +115,24 @@ class BatchReNormLayer(BatchNormLayer):
                 collect_updates=collect_updates,
                 **kwargs,
             )
-        # The parent registers the moving-average updates (from the same batch statistics,
-        # which PyTensor computes once); its uncorrected output is not used.
-        plain = super().get_output_for(
-            input,
-            deterministic=deterministic,
-            batch_norm_use_averages=False,
-            batch_norm_update_averages=batch_norm_update_averages,
-            collect_updates=collect_updates,
-            **kwargs,
+        update_averages = (
+            not deterministic
+            if batch_norm_update_averages is None
+            else self._flag_for_self(batch_norm_update_averages, "batch_norm_update_averages")
         )
-        input = pt.as_tensor_variable(input)
-        dtype = plain.dtype
-        x = pt.cast(input, dtype)
+        x = pt.as_tensor_variable(input)
+        if not x.dtype.startswith("float"):
+            x = pt.cast(x, pytensor.config.floatX)
+        dtype = x.dtype
         batch_mean = pt.mean(x, axis=self.axes)
         batch_inv_std = pt.reciprocal(
             pt.sqrt(pt.var(x, axis=self.axes) + pt.cast(self.epsilon, dtype))
         )
-        r, d = self.corrections(batch_mean, batch_inv_std, dtype)
+        mean_avg, inv_std_avg = self.mean, self.inv_std
+        if update_averages:  # collected, or hidden in clones that the graph below uses
+            mean_avg = self._update_average(self.mean, batch_mean, collect_updates)
+            inv_std_avg = self._update_average(self.inv_std, batch_inv_std, collect_updates)
+        r, d = self.corrections(batch_mean, batch_inv_std, dtype, mean_avg, inv_std_avg)
         x_hat = (x - self._broadcast(batch_mean, x)) * self._broadcast(batch_inv_std * r, x)
         x_hat = x_hat + self._broadcast(d, x)
         out = (

@@ -31,6 +31,9 @@ __all__ = [
     "flatten",
     "DimshuffleLayer",
     "dimshuffle",
+    "PadLayer",
+    "pad",
+    "SliceLayer",
 ]
 
 
@@ -137,7 +140,7 @@ class ReshapeLayer(Layer):
         if in_size is not None and out_size is not None and in_size != out_size:
             raise ValueError(
                 f"{where}: input shape {tuple(input_shape)!r} cannot be reshaped to "
-                f"{self.shape!r}: the total sizes differ"
+                f"{self.shape!r}: the total sizes differ (they do not match)"
             )
         return tuple(out)
 
@@ -172,15 +175,15 @@ class FlattenLayer(Layer):
             raise TypeError(f"{where}: outdim must be an int, got {outdim!r}")
         if outdim < 1:
             raise ValueError(f"{where}: outdim must be at least 1, got {outdim}")
-        if outdim > len(self.input_shape):
-            raise ValueError(
-                f"{where}: outdim={outdim} exceeds the {len(self.input_shape)} axes of the input "
-                f"shape {self.input_shape!r}"
-            )
-        self.outdim = int(outdim)
+        self.outdim = int(outdim)  # checked against the input at use, as in Lasagne
 
     def get_output_shape_for(self, input_shape):
         """Keep the first ``outdim - 1`` sizes; the last is the product of the rest."""
+        if self.outdim > len(input_shape):
+            raise ValueError(
+                f"{_label(type(self).__name__, self.name)}: outdim={self.outdim} exceeds the "
+                f"{len(input_shape)} axes of the input shape {input_shape!r}"
+            )
         rest = input_shape[self.outdim - 1 :]
         merged = None if any(s is None for s in rest) else int(np.prod(rest))
         return tuple(input_shape[: self.outdim - 1]) + (merged,)
@@ -261,3 +264,122 @@ class DimshuffleLayer(Layer):
 
 
 dimshuffle = DimshuffleLayer
+
+
+def _pad_widths(where: str, width, n: int) -> list[tuple[int, int]]:
+    """``width`` (an int, ints, or pairs of ints) as one ``(before, after)`` pair per axis."""
+    if isinstance(width, utils.int_types):
+        width = [width] * n
+    width = list(width)
+    if len(width) != n:
+        raise ValueError(f"{where}: width={width!r} needs one entry per padded axis ({n})")
+    pairs = []
+    for w in width:
+        pair = (w, w) if isinstance(w, utils.int_types) else tuple(w)
+        if len(pair) != 2 or not all(_is_int(v) and v >= 0 for v in pair):
+            raise ValueError(
+                f"{where}: width entries must be ints >= 0 or (before, after) pairs, got {w!r}"
+            )
+        pairs.append((int(pair[0]), int(pair[1])))
+    return pairs
+
+
+class PadLayer(Layer):
+    """Pad every axis from ``batch_ndim`` on with ``val`` (zeros by default).
+
+    Parameters
+    ----------
+    incoming : Layer or tuple
+        The layer feeding into this one, or the expected input shape.
+    width : int, iterable of int, or iterable of (int, int)
+        The padding: the same on both sides of every padded axis, one amount
+        per axis (both sides), or ``(before, after)`` per axis.
+    val : float
+        The value to pad with.
+    batch_ndim : int
+        The number of leading axes left alone.
+    **kwargs
+        ``name``.
+
+    Examples
+    --------
+    >>> from bntrain.nn.layers import InputLayer
+    >>> PadLayer(InputLayer((None, 3, 4, 5)), [(1, 0), 2]).output_shape
+    (None, 3, 5, 9)
+    """
+
+    def __init__(self, incoming, width, val=0, batch_ndim=2, **kwargs) -> None:
+        _check_kwargs(type(self).__name__, kwargs)
+        super().__init__(incoming, **kwargs)
+        self.width = width
+        self.val = val
+        self.batch_ndim = batch_ndim  # width is checked against the input at use, as in Lasagne
+
+    def _widths(self, ndim: int) -> list[tuple[int, int]]:
+        where = _label(type(self).__name__, self.name)
+        return _pad_widths(where, self.width, ndim - self.batch_ndim)
+
+    def get_output_shape_for(self, input_shape):
+        shape = list(input_shape)
+        for axis, (before, after) in enumerate(self._widths(len(shape)), start=self.batch_ndim):
+            if shape[axis] is not None:
+                shape[axis] += before + after
+        return tuple(shape)
+
+    def get_output_for(self, input, **kwargs):
+        """Return the padded input."""
+        return pt.pad(
+            input,
+            [(0, 0)] * self.batch_ndim + self._widths(input.ndim),
+            mode="constant",
+            constant_values=np.asarray(self.val, dtype=input.dtype),
+        )
+
+
+pad = PadLayer
+
+
+class SliceLayer(Layer):
+    """Slice the input along one axis.
+
+    Parameters
+    ----------
+    incoming : Layer or tuple
+        The layer feeding into this one, or the expected input shape.
+    indices : int or slice
+        An int picks one index (the axis disappears); a slice keeps the axis.
+    axis : int
+        The axis to slice (negative counts from the end).
+    **kwargs
+        ``name``.
+
+    Examples
+    --------
+    >>> from bntrain.nn.layers import InputLayer
+    >>> SliceLayer(InputLayer((None, 10, 3)), slice(2, None, 3), axis=1).output_shape
+    (None, 3, 3)
+    """
+
+    def __init__(self, incoming, indices, axis=-1, **kwargs) -> None:
+        _check_kwargs(type(self).__name__, kwargs)
+        super().__init__(incoming, **kwargs)
+        if not (_is_int(indices) or isinstance(indices, slice)):
+            raise TypeError(
+                f"{_label(type(self).__name__, self.name)}: indices must be an int or a slice, "
+                f"got {indices!r}"
+            )
+        self.slice = indices
+        self.axis = axis
+
+    def get_output_shape_for(self, input_shape):
+        shape = list(input_shape)
+        if _is_int(self.slice):
+            del shape[self.axis]
+        elif shape[self.axis] is not None:
+            shape[self.axis] = len(range(*self.slice.indices(shape[self.axis])))
+        return tuple(shape)
+
+    def get_output_for(self, input, **kwargs):
+        """Return ``input[..., indices, ...]`` with ``indices`` at ``axis``."""
+        axis = self.axis % input.ndim
+        return input[(slice(None),) * axis + (self.slice,)]

@@ -1,6 +1,7 @@
 """JAX implementations of the convolution Ops (``mode="JAX"``).
 
-The forward pass is ``jax.lax.conv_general_dilated`` in NCHW/OIHW layout.  The
+The forward pass is ``jax.lax.conv_general_dilated`` in NC(D)HW/OI(D)HW layout,
+with filter dilation and channel groups (``feature_group_count``).  The
 two gradients are the exact transposes of the forward map in the input and in
 the filters, obtained with ``jax.linear_transpose`` from the *shapes* of the
 reference inputs only (no forward pass is traced), so XLA sees the same
@@ -24,32 +25,45 @@ import jax
 from jax import lax
 from pytensor.link.jax.dispatch import jax_funcify
 
-from .conv import Conv2d, Conv2dGradInputs, Conv2dGradWeights
+from .conv import ConvNd, ConvNdGradInputs, ConvNdGradWeights
 
-__all__ = ["make_conv2d"]
+__all__ = ["make_conv"]
 
-_DIMENSION_NUMBERS = ("NCHW", "OIHW", "NCHW")
+_SPATIAL = {1: "W", 2: "HW", 3: "DHW"}
 
 
-def make_conv2d(stride, pad, filter_flip):
-    """Return a JAX function ``f(x, w)`` computing :class:`~bntrain.nn.ops.conv.Conv2d`."""
+def make_conv(stride, pad, filter_flip, dilation, num_groups):
+    """Return a JAX function ``f(x, w)`` computing :class:`~bntrain.nn.ops.conv.ConvNd`."""
     stride = tuple(stride)
     padding = tuple((p, p) for p in pad)
+    spatial = _SPATIAL[len(stride)]
+    numbers = ("NC" + spatial, "OI" + spatial, "NC" + spatial)
+    flip = (slice(None), slice(None)) + (slice(None, None, -1),) * len(stride)
 
-    def conv2d(x, w):
+    def conv(x, w):
         if filter_flip:
-            w = w[:, :, ::-1, ::-1]
+            w = w[flip]
         return lax.conv_general_dilated(
-            x, w, window_strides=stride, padding=padding, dimension_numbers=_DIMENSION_NUMBERS
+            x,
+            w,
+            window_strides=stride,
+            padding=padding,
+            rhs_dilation=tuple(dilation),
+            dimension_numbers=numbers,
+            feature_group_count=num_groups,
         )
 
-    return conv2d
+    return conv
 
 
-@jax_funcify.register(Conv2d)
-def jax_funcify_Conv2d(op, node=None, **kwargs):
+def _forward(op):
+    return make_conv(op.stride, op.pad, op.filter_flip, op.dilation, op.num_groups)
+
+
+@jax_funcify.register(ConvNd)
+def jax_funcify_ConvNd(op, node=None, **kwargs):
     """Forward convolution on ``lax.conv_general_dilated``."""
-    return make_conv2d(op.stride, op.pad, op.filter_flip)
+    return _forward(op)
 
 
 def _barrier_on_cpu(g):
@@ -57,29 +71,33 @@ def _barrier_on_cpu(g):
     return lax.optimization_barrier(g) if jax.default_backend() == "cpu" else g
 
 
-@jax_funcify.register(Conv2dGradInputs)
-def jax_funcify_Conv2dGradInputs(op, node=None, **kwargs):
+@jax_funcify.register(ConvNdGradInputs)
+def jax_funcify_ConvNdGradInputs(op, node=None, **kwargs):
     """Transpose of the forward map in the input."""
-    forward = make_conv2d(op.stride, op.pad, op.filter_flip)
+    forward = _forward(op)
 
-    def conv2d_grad_inputs(w, g, x_ref):
+    def conv_grad_inputs(w, g, x_ref):
         g = _barrier_on_cpu(g)
-        spec = jax.ShapeDtypeStruct(x_ref.shape, g.dtype)
-        (gx,) = jax.linear_transpose(lambda x: forward(x, w), spec)(g)
+        shape = (g.shape[0], w.shape[1] * op.num_groups, *x_ref.shape[2:])
+        (gx,) = jax.linear_transpose(lambda x: forward(x, w), jax.ShapeDtypeStruct(shape, g.dtype))(
+            g
+        )
         return gx
 
-    return conv2d_grad_inputs
+    return conv_grad_inputs
 
 
-@jax_funcify.register(Conv2dGradWeights)
-def jax_funcify_Conv2dGradWeights(op, node=None, **kwargs):
+@jax_funcify.register(ConvNdGradWeights)
+def jax_funcify_ConvNdGradWeights(op, node=None, **kwargs):
     """Transpose of the forward map in the filters."""
-    forward = make_conv2d(op.stride, op.pad, op.filter_flip)
+    forward = _forward(op)
 
-    def conv2d_grad_weights(x, g, w_ref):
+    def conv_grad_weights(x, g, w_ref):
         g = _barrier_on_cpu(g)
-        spec = jax.ShapeDtypeStruct(w_ref.shape, g.dtype)
-        (gw,) = jax.linear_transpose(lambda w: forward(x, w), spec)(g)
+        shape = (g.shape[1], x.shape[1] // op.num_groups, *w_ref.shape[2:])
+        (gw,) = jax.linear_transpose(lambda w: forward(x, w), jax.ShapeDtypeStruct(shape, g.dtype))(
+            g
+        )
         return gw
 
-    return conv2d_grad_weights
+    return conv_grad_weights

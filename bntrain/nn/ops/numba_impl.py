@@ -1,11 +1,16 @@
 """Numba implementations of the convolution Ops (the default PyTensor backend).
 
-Each Op is lowered to im2col into one contiguous buffer plus a single BLAS
-matrix product (``np.dot`` on float32 calls ``sgemm``):
+Each Op is lowered to im2col into one contiguous buffer plus one BLAS matrix
+product per channel group (``np.dot`` on float32 calls ``sgemm``):
 
-* forward: ``cols (C*kh*kw, N*OH*OW)``; ``out = W2 (F, C*kh*kw) @ cols``;
-* grad-inputs: ``gcols = W2.T @ G2 (F, N*OH*OW)``, scattered back by col2im;
-* grad-weights: ``G2 @ cols.T``.
+* forward: ``cols (Cg*K, N*P)``; ``out_g = W2_g (Fg, Cg*K) @ cols``;
+* grad-inputs: ``gcols = W2_g.T @ G2_g (Fg, N*P)``, scattered back by col2im;
+* grad-weights: ``G2_g @ cols.T``;
+
+with ``K`` the number of filter taps and ``P`` of output positions.  The kernels
+work on three spatial axes: 1D and 2D arrays are viewed with leading size-1
+spatial axes (a reshape, no copy for contiguous arrays), and the props are
+padded with size-1 filters, stride 1, no padding.
 
 Registration uses PyTensor's ``register_funcify_default_op_cache_key``: the
 on-disk Numba cache key is built from the Op's props plus an integer version.
@@ -21,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from pytensor.link.numba.dispatch.basic import numba_njit, register_funcify_default_op_cache_key
 
-from .conv import Conv2d, Conv2dGradInputs, Conv2dGradWeights
+from .conv import ConvNd, ConvNdGradInputs, ConvNdGradWeights
 
 __all__ = ["CACHE_VERSION"]
 
@@ -30,8 +35,8 @@ CACHE_VERSION = int(hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
 
 
 @numba_njit
-def _out_size(size, k, s, p):
-    return (size + 2 * p - k) // s + 1
+def _out_size(size, k, s, p, d):
+    return (size + 2 * p - d * (k - 1) - 1) // s + 1
 
 
 @numba_njit
@@ -46,93 +51,98 @@ def _valid_range(b, p, s, size, out_size):
 
 
 @numba_njit
-def _im2col(x, kh, kw, sh, sw, ph, pw, oh, ow):
-    """Patches of ``x`` as rows ``(c, a, b)`` by columns ``(n, i, j)``."""
-    n_, c_, h, w = x.shape
-    cols = np.empty((c_ * kh * kw, n_ * oh * ow), dtype=x.dtype)
-    for c in range(c_):
-        for a in range(kh):
-            for b in range(kw):
-                row = cols[(c * kh + a) * kw + b]
-                j0, j1 = _valid_range(b, pw, sw, w, ow)
-                for n in range(n_):
-                    for i in range(oh):
-                        base = (n * oh + i) * ow
-                        y = i * sh + a - ph
-                        if y < 0 or y >= h:
-                            row[base : base + ow] = 0
-                            continue
-                        row[base : base + j0] = 0
-                        row[base + j1 : base + ow] = 0
-                        src = x[n, c, y]
-                        for j in range(j0, j1):
-                            row[base + j] = src[j * sw + b - pw]
+def _im2col(x, k, s, p, d, o, c_lo, c_hi):
+    """Patches of channels ``[c_lo, c_hi)`` of the 5D ``x``: rows ``(c, a, b, e)``, columns ``(n, z, i, j)``."""
+    n_, _, depth, h, w = x.shape
+    (kd, kh, kw), (sd, sh, sw), (pd, ph, pw), (dd, dh, dw), (od, oh, ow) = k, s, p, d, o
+    cols = np.empty(((c_hi - c_lo) * kd * kh * kw, n_ * od * oh * ow), dtype=x.dtype)
+    for c in range(c_lo, c_hi):
+        for a in range(kd):
+            for b in range(kh):
+                for e in range(kw):
+                    row = cols[(((c - c_lo) * kd + a) * kh + b) * kw + e]
+                    j0, j1 = _valid_range(e * dw, pw, sw, w, ow)
+                    for n in range(n_):
+                        for z in range(od):
+                            zz = z * sd + a * dd - pd
+                            for i in range(oh):
+                                base = ((n * od + z) * oh + i) * ow
+                                y = i * sh + b * dh - ph
+                                if zz < 0 or zz >= depth or y < 0 or y >= h:
+                                    row[base : base + ow] = 0
+                                    continue
+                                row[base : base + j0] = 0
+                                row[base + j1 : base + ow] = 0
+                                src = x[n, c, zz, y]
+                                for j in range(j0, j1):
+                                    row[base + j] = src[j * sw + e * dw - pw]
     return cols
 
 
 @numba_njit
-def _col2im(cols, out, kh, kw, sh, sw, ph, pw, oh, ow):
-    """Scatter-add ``cols`` (layout of :func:`_im2col`) into the zeroed ``out``."""
-    n_, c_, h, w = out.shape
-    for c in range(c_):
-        for a in range(kh):
-            for b in range(kw):
-                row = cols[(c * kh + a) * kw + b]
-                j0, j1 = _valid_range(b, pw, sw, w, ow)
-                for n in range(n_):
-                    for i in range(oh):
-                        y = i * sh + a - ph
-                        if y < 0 or y >= h:
-                            continue
-                        base = (n * oh + i) * ow
-                        dst = out[n, c, y]
-                        for j in range(j0, j1):
-                            dst[j * sw + b - pw] += row[base + j]
+def _col2im(cols, out, k, s, p, d, o, c_lo, c_hi):
+    """Scatter-add ``cols`` (layout of :func:`_im2col`) into channels ``[c_lo, c_hi)`` of ``out``."""
+    n_, _, depth, h, w = out.shape
+    (kd, kh, kw), (sd, sh, sw), (pd, ph, pw), (dd, dh, dw), (od, oh, ow) = k, s, p, d, o
+    for c in range(c_lo, c_hi):
+        for a in range(kd):
+            for b in range(kh):
+                for e in range(kw):
+                    row = cols[(((c - c_lo) * kd + a) * kh + b) * kw + e]
+                    j0, j1 = _valid_range(e * dw, pw, sw, w, ow)
+                    for n in range(n_):
+                        for z in range(od):
+                            zz = z * sd + a * dd - pd
+                            if zz < 0 or zz >= depth:
+                                continue
+                            for i in range(oh):
+                                y = i * sh + b * dh - ph
+                                if y < 0 or y >= h:
+                                    continue
+                                base = ((n * od + z) * oh + i) * ow
+                                dst = out[n, c, zz, y]
+                                for j in range(j0, j1):
+                                    dst[j * sw + e * dw - pw] += row[base + j]
     return out
 
 
 @numba_njit
-def _filters_2d(w, flip):
-    """Filters ``(F, C, kh, kw)`` as a contiguous ``(F, C*kh*kw)`` matrix, flipped if asked."""
-    f_, c_, kh, kw = w.shape
-    out = np.empty((f_, c_ * kh * kw), dtype=w.dtype)
-    for f in range(f_):
+def _filters_2d(w, f_lo, f_hi, flip):
+    """Filters ``[f_lo, f_hi)`` of the 5D ``w`` as a contiguous ``(F, Cg*K)`` matrix, flipped if asked."""
+    _, c_, kd, kh, kw = w.shape
+    out = np.empty((f_hi - f_lo, c_ * kd * kh * kw), dtype=w.dtype)
+    for f in range(f_lo, f_hi):
+        col = 0
         for c in range(c_):
-            for a in range(kh):
-                for b in range(kw):
-                    if flip:
-                        out[f, (c * kh + a) * kw + b] = w[f, c, kh - 1 - a, kw - 1 - b]
-                    else:
-                        out[f, (c * kh + a) * kw + b] = w[f, c, a, b]
+            for a in range(kd):
+                for b in range(kh):
+                    for e in range(kw):
+                        if flip:
+                            out[f - f_lo, col] = w[f, c, kd - 1 - a, kh - 1 - b, kw - 1 - e]
+                        else:
+                            out[f - f_lo, col] = w[f, c, a, b, e]
+                        col += 1
     return out
 
 
 @numba_njit
-def _nchw_to_cn(g):
-    """``(N, F, OH, OW)`` -> contiguous ``(F, N*OH*OW)``."""
-    n_, f_, oh, ow = g.shape
-    out = np.empty((f_, n_ * oh * ow), dtype=g.dtype)
-    for f in range(f_):
+def _nc_to_cn(g, f_lo, f_hi):
+    """Channels ``[f_lo, f_hi)`` of ``(N, F, P)`` as a contiguous ``(F, N*P)`` matrix."""
+    n_, _, size = g.shape
+    out = np.empty((f_hi - f_lo, n_ * size), dtype=g.dtype)
+    for f in range(f_lo, f_hi):
         for n in range(n_):
-            base = n * oh * ow
-            for i in range(oh):
-                for j in range(ow):
-                    out[f, base + i * ow + j] = g[n, f, i, j]
+            out[f - f_lo, n * size : (n + 1) * size] = g[n, f]
     return out
 
 
 @numba_njit
-def _cn_to_nchw(m, n_, oh, ow):
-    """Contiguous ``(F, N*OH*OW)`` -> ``(N, F, OH, OW)``."""
-    f_ = m.shape[0]
-    out = np.empty((n_, f_, oh, ow), dtype=m.dtype)
-    for n in range(n_):
-        base = n * oh * ow
-        for f in range(f_):
-            for i in range(oh):
-                for j in range(ow):
-                    out[n, f, i, j] = m[f, base + i * ow + j]
-    return out
+def _cn_into_nc(m, out, f_lo):
+    """Write the ``(F, N*P)`` matrix ``m`` into channels ``f_lo...`` of ``out`` ``(N, F, P)``."""
+    n_, _, size = out.shape
+    for f in range(m.shape[0]):
+        for n in range(n_):
+            out[n, f_lo + f] = m[f, n * size : (n + 1) * size]
 
 
 @numba_njit
@@ -141,77 +151,189 @@ def _check(ok, message):
         raise ValueError(message)
 
 
-@numba_njit
-def _grad_out_shape(x_shape, w_shape, g_shape, sh, sw, ph, pw):
-    """The forward output's ``(oh, ow)`` if ``g`` fits the input and filters, else ``(-1, -1)``."""
-    n_, c_, h, wd = x_shape
-    f_, c2, kh, kw = w_shape
-    oh = _out_size(h, kh, sh, ph)
-    ow = _out_size(wd, kw, sw, pw)
-    ok = g_shape[0] == n_ and g_shape[1] == f_ and g_shape[2] == oh and g_shape[3] == ow
-    if ok and c_ == c2:
-        return oh, ow
-    return -1, -1
+def _expanders(ndim):
+    """Numba functions viewing an ``ndim``-spatial array as 3-spatial, and a 3-spatial one back."""
+    if ndim == 3:
+
+        @numba_njit
+        def to5(a):
+            return np.ascontiguousarray(a)
+
+        @numba_njit
+        def back(a):
+            return a
+
+    elif ndim == 2:
+
+        @numba_njit
+        def to5(a):
+            s = a.shape
+            return np.ascontiguousarray(a).reshape((s[0], s[1], 1, s[2], s[3]))
+
+        @numba_njit
+        def back(a):
+            s = a.shape
+            return a.reshape((s[0], s[1], s[3], s[4]))
+
+    else:
+
+        @numba_njit
+        def to5(a):
+            s = a.shape
+            return np.ascontiguousarray(a).reshape((s[0], s[1], 1, 1, s[2]))
+
+        @numba_njit
+        def back(a):
+            s = a.shape
+            return a.reshape((s[0], s[1], s[4]))
+
+    return to5, back
 
 
 def _props(op):
-    (sh, sw), (ph, pw) = op.stride, op.pad
-    return sh, sw, ph, pw, op.filter_flip
+    """The Op's props as one int64 array: stride, pad, dilation (padded to 3 axes), flip, groups.
+
+    An array rather than int constants: Numba types captured ints as literals and
+    would compile every helper anew for each stride or pad; an array's entries
+    are plain ints, so the helpers compile once per dtype.
+    """
+    lead = 3 - op.ndim
+    return np.array(
+        (1,) * lead
+        + op.stride
+        + (0,) * lead
+        + op.pad
+        + (1,) * lead
+        + op.dilation
+        + (int(op.filter_flip), op.num_groups),
+        dtype=np.int64,
+    )
 
 
-@register_funcify_default_op_cache_key(Conv2d)
-def numba_funcify_Conv2d(op, node, **kwargs):
-    """Forward convolution: im2col + one GEMM."""
-    sh, sw, ph, pw, flip = _props(op)
+@numba_njit
+def _unpack(props):
+    s = (props[0], props[1], props[2])
+    p = (props[3], props[4], props[5])
+    d = (props[6], props[7], props[8])
+    return s, p, d, props[9] != 0, props[10]
+
+
+@numba_njit
+def _out_shape(x_shape, w_shape, s, p, d):
+    return (
+        _out_size(x_shape[2], w_shape[2], s[0], p[0], d[0]),
+        _out_size(x_shape[3], w_shape[3], s[1], p[1], d[1]),
+        _out_size(x_shape[4], w_shape[4], s[2], p[2], d[2]),
+    )
+
+
+@numba_njit
+def _consistent(x_shape, w_shape, g_shape, o, groups):
+    """Whether input, filters and output gradient (all 5D) fit together."""
+    return (
+        x_shape[1] == w_shape[1] * groups
+        and w_shape[0] % groups == 0
+        and g_shape[0] == x_shape[0]
+        and g_shape[1] == w_shape[0]
+        and g_shape[2] == o[0]
+        and g_shape[3] == o[1]
+        and g_shape[4] == o[2]
+        and o[0] > 0
+        and o[1] > 0
+        and o[2] > 0
+    )
+
+
+@register_funcify_default_op_cache_key(ConvNd)
+def numba_funcify_ConvNd(op, node, **kwargs):
+    """Forward convolution: im2col + one GEMM per group."""
+    props = _props(op)
+    to5, back = _expanders(op.ndim)
 
     @numba_njit
-    def conv2d(x, w):
-        n_, c_, h, wd = x.shape
-        _, c2, kh, kw = w.shape
-        _check(c_ == c2, "Conv2d: input and filters have different channel counts")
-        oh = _out_size(h, kh, sh, ph)
-        ow = _out_size(wd, kw, sw, pw)
-        _check(oh > 0 and ow > 0, "Conv2d: input (with padding) is smaller than the filter")
-        cols = _im2col(x, kh, kw, sh, sw, ph, pw, oh, ow)
-        res = np.dot(_filters_2d(w, flip), cols)
-        return _cn_to_nchw(res, n_, oh, ow)
+    def conv(x, w):
+        s, p, d, flip, groups = _unpack(props)
+        x5, w5 = to5(x), to5(w)
+        n_, c_ = x5.shape[0], x5.shape[1]
+        f_, cg = w5.shape[0], w5.shape[1]
+        _check(
+            c_ == cg * groups and f_ % groups == 0,
+            "ConvNd: input and filters have inconsistent channel counts",
+        )
+        o = _out_shape(x5.shape, w5.shape, s, p, d)
+        _check(
+            o[0] > 0 and o[1] > 0 and o[2] > 0,
+            "ConvNd: input (with padding) is smaller than the filter",
+        )
+        k = (w5.shape[2], w5.shape[3], w5.shape[4])
+        fg = f_ // groups
+        out = np.empty((n_, f_, o[0] * o[1] * o[2]), dtype=x5.dtype)
+        for gi in range(groups):
+            cols = _im2col(x5, k, s, p, d, o, gi * cg, (gi + 1) * cg)
+            res = np.dot(_filters_2d(w5, gi * fg, (gi + 1) * fg, flip), cols)
+            _cn_into_nc(res, out, gi * fg)
+        return back(out.reshape((n_, f_, o[0], o[1], o[2])))
 
-    return conv2d, CACHE_VERSION
-
-
-@register_funcify_default_op_cache_key(Conv2dGradInputs)
-def numba_funcify_Conv2dGradInputs(op, node, **kwargs):
-    """Gradient w.r.t. the input: one GEMM + col2im."""
-    sh, sw, ph, pw, flip = _props(op)
-
-    @numba_njit
-    def conv2d_grad_inputs(w, g, x_ref):
-        n_, c_, h, wd = x_ref.shape
-        f_, c2, kh, kw = w.shape
-        oh, ow = _grad_out_shape(x_ref.shape, w.shape, g.shape, sh, sw, ph, pw)
-        _check(oh >= 0, "Conv2dGradInputs: inconsistent shapes")
-        gcols = np.dot(_filters_2d(w, flip).T, _nchw_to_cn(g))
-        out = np.zeros((n_, c_, h, wd), dtype=gcols.dtype)
-        return _col2im(gcols, out, kh, kw, sh, sw, ph, pw, oh, ow)
-
-    return conv2d_grad_inputs, CACHE_VERSION
+    return conv, CACHE_VERSION
 
 
-@register_funcify_default_op_cache_key(Conv2dGradWeights)
-def numba_funcify_Conv2dGradWeights(op, node, **kwargs):
-    """Gradient w.r.t. the filters: im2col + one GEMM."""
-    sh, sw, ph, pw, flip = _props(op)
+@register_funcify_default_op_cache_key(ConvNdGradInputs)
+def numba_funcify_ConvNdGradInputs(op, node, **kwargs):
+    """Gradient w.r.t. the input: one GEMM per group + col2im."""
+    props = _props(op)
+    to5, back = _expanders(op.ndim)
 
     @numba_njit
-    def conv2d_grad_weights(x, g, w_ref):
-        n_, c_, h, wd = x.shape
-        f_, c2, kh, kw = w_ref.shape
-        oh, ow = _grad_out_shape(x.shape, w_ref.shape, g.shape, sh, sw, ph, pw)
-        _check(oh >= 0, "Conv2dGradWeights: inconsistent shapes")
-        cols = _im2col(x, kh, kw, sh, sw, ph, pw, oh, ow)
-        gw = np.dot(_nchw_to_cn(g), cols.T).reshape((f_, c_, kh, kw))
+    def conv_grad_inputs(w, g, x_ref):
+        s, p, d, flip, groups = _unpack(props)
+        w5, g5, r5 = to5(w), to5(g), to5(x_ref)
+        n_, f_, cg = g5.shape[0], w5.shape[0], w5.shape[1]
+        x_shape = (n_, cg * groups, r5.shape[2], r5.shape[3], r5.shape[4])
+        o = _out_shape(x_shape, w5.shape, s, p, d)
+        _check(
+            _consistent(x_shape, w5.shape, g5.shape, o, groups),
+            "ConvNdGradInputs: inconsistent shapes",
+        )
+        k = (w5.shape[2], w5.shape[3], w5.shape[4])
+        fg = f_ // groups
+        g3 = g5.reshape((n_, f_, o[0] * o[1] * o[2]))
+        out = np.zeros(x_shape, dtype=g5.dtype)
+        for gi in range(groups):
+            wm = _filters_2d(w5, gi * fg, (gi + 1) * fg, flip)
+            gcols = np.dot(wm.T, _nc_to_cn(g3, gi * fg, (gi + 1) * fg))
+            _col2im(gcols, out, k, s, p, d, o, gi * cg, (gi + 1) * cg)
+        return back(out)
+
+    return conv_grad_inputs, CACHE_VERSION
+
+
+@register_funcify_default_op_cache_key(ConvNdGradWeights)
+def numba_funcify_ConvNdGradWeights(op, node, **kwargs):
+    """Gradient w.r.t. the filters: im2col + one GEMM per group."""
+    props = _props(op)
+    to5, back = _expanders(op.ndim)
+
+    @numba_njit
+    def conv_grad_weights(x, g, w_ref):
+        s, p, d, flip, groups = _unpack(props)
+        x5, g5, r5 = to5(x), to5(g), to5(w_ref)
+        n_, c_, f_ = x5.shape[0], x5.shape[1], g5.shape[1]
+        cg, fg = c_ // groups, f_ // groups
+        w_shape = (f_, cg, r5.shape[2], r5.shape[3], r5.shape[4])
+        o = _out_shape(x5.shape, w_shape, s, p, d)
+        _check(
+            c_ % groups == 0 and _consistent(x5.shape, w_shape, g5.shape, o, groups),
+            "ConvNdGradWeights: inconsistent shapes",
+        )
+        k = (w_shape[2], w_shape[3], w_shape[4])
+        g3 = g5.reshape((n_, f_, o[0] * o[1] * o[2]))
+        gw = np.empty((f_, cg * k[0] * k[1] * k[2]), dtype=x5.dtype)
+        for gi in range(groups):
+            cols = _im2col(x5, k, s, p, d, o, gi * cg, (gi + 1) * cg)
+            gw[gi * fg : (gi + 1) * fg] = np.dot(_nc_to_cn(g3, gi * fg, (gi + 1) * fg), cols.T)
+        gw5 = gw.reshape(w_shape)
         if flip:
-            return np.ascontiguousarray(gw[:, :, ::-1, ::-1])
-        return gw
+            gw5 = np.ascontiguousarray(gw5[:, :, ::-1, ::-1, ::-1])
+        return back(gw5)
 
-    return conv2d_grad_weights, CACHE_VERSION
+    return conv_grad_weights, CACHE_VERSION

@@ -106,9 +106,10 @@ def test_defaults_are_lasagnes():
 
 def test_param_tags_and_names():
     layer = DenseLayer((None, 10), 5, name="fc")
-    # Order-insensitive: bntrain.nn.utils.collect_shared_vars currently reverses the order.
-    assert set(layer.get_params()) == {layer.W, layer.b}
-    assert set(layer.get_params(trainable=True)) == {layer.W, layer.b}
+    # Lasagne's registration order: W, then b (checkpoints and optimizer slots follow it)
+    assert layer.get_params() == [layer.W, layer.b]
+    assert layer.get_params(trainable=True) == [layer.W, layer.b]
+    assert list(layer.params) == [layer.W, layer.b]
     assert layer.get_params(regularizable=True) == [layer.W]
     assert layer.get_params(regularizable=False) == [layer.b]
     assert (layer.W.name, layer.b.name) == ("fc.W", "fc.b")

@@ -212,3 +212,19 @@ def test_p_one_allowed_without_rescale():
     out = layer.get_output_for(x)
     fn = pytensor.function([x], out, mode="FAST_COMPILE")
     np.testing.assert_array_equal(fn(np.ones((2, 3), np.float32)), np.zeros((2, 3), np.float32))
+
+
+def test_hidden_generator_update_draws_a_fresh_mask_per_call():
+    """Without return_updates the generator advances by itself (Lasagne's default_update)."""
+    l_in = InputLayer((50, 40))
+    layer = DropoutLayer(l_in, p=0.5, rng=3)
+    f = pytensor.function([l_in.input_var], get_output(layer))
+    x = np.ones((50, 40), dtype=np.float32)
+    first, second = f(x), f(x)
+    assert not np.array_equal(first, second)
+    # and the explicit path starting from the same seed draws the same two masks
+    layer2 = DropoutLayer(l_in, p=0.5, rng=3)
+    out, updates = get_output(layer2, return_updates=True)
+    g = pytensor.function([l_in.input_var], out, updates=updates)
+    np.testing.assert_array_equal(g(x), first)
+    np.testing.assert_array_equal(g(x), second)

@@ -155,10 +155,33 @@ def test_bad_flag_type_and_wrong_ndim_raise():
         bn.get_output_for(pt.tensor3())
 
 
-def test_no_updates_collected_when_collect_updates_is_none():
-    bn = BatchNormLayer((None, 3))
-    out = bn.get_output_for(pt.matrix(), collect_updates=None)
-    assert out.ndim == 2
+def test_updates_hidden_in_default_update_when_collect_updates_is_none():
+    """Training mode without a dict (Lasagne's way): batch statistics, and every call of the
+    compiled function moves the stored averages by itself (default_update)."""
+    bn = BatchNormLayer((None, 3), epsilon=1e-3, alpha=0.25)
+    start_mean = np.array([0.5, -1.0, 2.0], np.float32)
+    start_inv = np.array([2.0, 0.5, 1.5], np.float32)
+    bn.mean.set_value(start_mean)
+    bn.inv_std.set_value(start_inv)
+    x = pt.matrix()
+    out = bn.get_output_for(x, collect_updates=None)
+    f = pytensor.function([x], out)
+    assert len(f.maker.fgraph.update_mapping) == 2  # the two averages, hidden in the graph
+    data = np.random.default_rng(0).normal(2.0, 3.0, size=(9, 3)).astype(np.float32)
+    d = data.astype(np.float64)
+    mean, inv = start_mean.astype(np.float64), start_inv.astype(np.float64)
+    for _ in range(2):
+        y = f(data)
+        mean = 0.75 * mean + 0.25 * d.mean(0)
+        inv = 0.75 * inv + 0.25 / np.sqrt(d.var(0) + 1e-3)
+    np.testing.assert_allclose(y, (d - d.mean(0)) / np.sqrt(d.var(0) + 1e-3), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(bn.mean.get_value(), mean, rtol=1e-5)
+    np.testing.assert_allclose(bn.inv_std.get_value(), inv, rtol=1e-5)
+    # the same call with a dict collects exactly the two averages and hides nothing
+    collected = {}
+    out = bn.get_output_for(x, collect_updates=collected)
+    assert list(collected) == [bn.mean, bn.inv_std]
+    assert pytensor.function([x], out).maker.fgraph.update_mapping == {}
 
 
 # --------------------------------------------------------------------------- the two flags
@@ -530,13 +553,60 @@ def test_ghost_groups_normalize_each_slice_by_its_own_statistics(shape):
     beta, gamma = bn.beta.get_value(), bn.gamma.get_value()
     parts = [bn_reference(s, axes, beta, gamma) for s in np.split(x, groups)]
     np.testing.assert_allclose(got, np.concatenate([p[0] for p in parts]), rtol=1e-5, atol=1e-5)
-    mean_of_means = np.mean([p[1] for p in parts], axis=0)
-    mean_of_inv_std = np.mean([p[2] for p in parts], axis=0)
-    np.testing.assert_allclose(new_mean, 0.25 * mean_of_means, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(new_inv_std, 0.75 + 0.25 * mean_of_inv_std, rtol=1e-5)
+    want_mean, want_inv_std = np.zeros_like(parts[0][1]), np.ones_like(parts[0][2])
+    for _, mean, inv_std in parts:  # one update per group, in order
+        want_mean = 0.75 * want_mean + 0.25 * mean
+        want_inv_std = 0.75 * want_inv_std + 0.25 * inv_std
+    np.testing.assert_allclose(new_mean, want_mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(new_inv_std, want_inv_std, rtol=1e-5)
 
 
 def test_ghost_groups_refuse_a_batch_that_does_not_split():
     bn = BatchNormLayer(InputLayer((10, 5)))
     with pytest.raises(ValueError, match="a batch of 10 does not split into 4"):
         get_output(bn, batch_norm_groups=4)
+
+
+# --------------------------------------------------------------------------- Lasagne's hidden updates
+def test_hidden_updates_move_the_averages_as_the_explicit_path_does():
+    """Ported Lasagne code compiles only its optimizer's updates; the averages must still move."""
+    from bntrain.nn import updates as nn_updates
+    from bntrain.nn.utils import collect_shared_vars
+
+    x_val = np.random.default_rng(11).normal(2.0, 3.0, (8, 3)).astype(F32)
+    stats = {}
+    for path in ("explicit", "hidden"):
+        l_in = InputLayer((None, 3))
+        bn = BatchNormLayer(l_in, alpha=0.3)
+        if path == "explicit":
+            out, bn_updates = get_output(bn, return_updates=True)
+            assert all(v.default_update is None for v in collect_shared_vars(out))
+        else:
+            out, bn_updates = get_output(bn), {}
+        loss = pt.sqr(out - 1).mean()
+        ups = nn_updates.sgd(loss, get_all_params(bn, trainable=True), 0.1)
+        f = pytensor.function([l_in.input_var], loss, updates={**ups, **bn_updates})
+        for _ in range(2):
+            f(x_val)
+        stats[path] = bn.mean.get_value(), bn.inv_std.get_value()
+    _, batch_mean, batch_inv_std = bn_reference(x_val, (0,))
+    # two steps of s <- 0.7 s + 0.3 s_B from mean 0 and inv_std 1
+    np.testing.assert_allclose(stats["hidden"][0], (1 - 0.7**2) * batch_mean, rtol=1e-5)
+    np.testing.assert_allclose(stats["hidden"][1], 0.7**2 + (1 - 0.7**2) * batch_inv_std, rtol=1e-5)
+    for got, want in zip(stats["hidden"], stats["explicit"], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+
+
+def test_hidden_updates_only_where_averages_are_updated():
+    from bntrain.nn.utils import collect_shared_vars
+
+    bn = BatchNormLayer((None, 3))
+    for kwargs, hidden in (
+        ({}, True),
+        ({"deterministic": True}, False),
+        ({"batch_norm_update_averages": False}, False),
+        ({"batch_norm_use_averages": True, "batch_norm_update_averages": True}, True),
+    ):
+        out = bn.get_output_for(pt.matrix(), **kwargs)
+        found = [v for v in collect_shared_vars(out) if v.default_update is not None]
+        assert len(found) == (2 if hidden else 0), kwargs

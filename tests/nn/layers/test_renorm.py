@@ -168,3 +168,16 @@ def test_batch_renorm_helper_and_conv_axes():
     )
     np.testing.assert_allclose(fn(x), want, rtol=1e-5, atol=1e-5)
     assert out.dtype == "float32"
+
+
+def test_lasagne_style_training_moves_the_averages_like_the_explicit_path(values):
+    """Without return_updates the updates hide in default_update (Lasagne's way)."""
+    explicit = _layer(values, r_max=1.5, d_max=0.5)
+    fn = _train_fn(explicit)
+    _, want_mean, want_inv = fn(values["x"])
+    hidden = _layer(values, r_max=1.5, d_max=0.5)
+    x = hidden.input_layer.input_var
+    out = get_output(hidden)
+    pytensor.function([x], out)(values["x"])
+    np.testing.assert_allclose(hidden.mean.get_value(), want_mean, rtol=1e-6)
+    np.testing.assert_allclose(hidden.inv_std.get_value(), want_inv, rtol=1e-6)
