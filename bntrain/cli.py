@@ -107,6 +107,35 @@ devices_option = click.option(
     help="Devices to run on, data-parallel: auto (every GPU, 1 on the CPU) or a count "
     "(default: the config's devices).",
 )
+
+
+def cluster_options(fn):
+    """``--coordinator``, ``--num-processes``, ``--process-id``: one ``cluster`` argument."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, coordinator, num_processes, process_id, **kwargs):
+        from .distributed import ClusterSpec
+
+        return fn(*args, cluster=ClusterSpec(coordinator, num_processes, process_id), **kwargs)
+
+    options = [
+        click.option(
+            "--coordinator",
+            metavar="HOST:PORT",
+            default=None,
+            help="Several processes (hosts): process 0's address, the same for all "
+            "(default: JAX_COORDINATOR_ADDRESS or SLURM's environment, else one process).",
+        ),
+        click.option(
+            "--num-processes", type=int, default=None, help="With --coordinator: how many."
+        ),
+        click.option("--process-id", type=int, default=None, help="With --coordinator: 0 .. N-1."),
+    ]
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
 quiet_option = click.option(
     "--quiet", "-q", is_flag=True, help="Print only the final result; no progress bar."
 )
@@ -178,8 +207,9 @@ def _quiet_backend_warnings() -> None:
 @quiet_option
 @device_option
 @devices_option
+@cluster_options
 @_handle_errors("training.batch_size (--set training.batch_size=N)")
-def fit(config, overrides, print_config, force, resume, quiet, device, devices):
+def fit(config, overrides, print_config, force, resume, quiet, device, devices, cluster):
     """Train the network CONFIG describes."""
     from .commands.fit import fit_command, resolved_config_text
 
@@ -195,6 +225,7 @@ def fit(config, overrides, print_config, force, resume, quiet, device, devices):
         log=(lambda line: None) if quiet else _echo,
         device=device,
         devices=devices,
+        cluster=cluster,
     )
     result, test = outcome.result, outcome.test
     best = (
@@ -212,12 +243,13 @@ def fit(config, overrides, print_config, force, resume, quiet, device, devices):
 @main.command()
 @config_argument
 @set_option
+@devices_option
 @_handle_errors("training.batch_size (--set training.batch_size=N)")
-def check(config, overrides):
+def check(config, overrides, devices):
     """Validate CONFIG and its data, and print the network without training."""
     from .commands.check import check_command
 
-    rows = check_command(config, overrides)
+    rows = check_command(config, overrides, devices=devices)
     inputs = [", ".join(r.inputs) or "-" for r in rows]
     width = max(len(r.name) for r in rows)
     twidth = max(len(r.type) for r in rows)
@@ -280,6 +312,7 @@ def schema():
 @plot_option
 @device_option
 @devices_option
+@cluster_options
 @_handle_errors("--batch-size")
 def eval_command(
     checkpoint,
@@ -294,6 +327,7 @@ def eval_command(
     plot,
     device,
     devices,
+    cluster,
 ):
     """Evaluate CHECKPOINT on a dataset (--plot draws the confusion matrix)."""
     from .commands.eval import evaluate_command
@@ -310,6 +344,7 @@ def eval_command(
         devices=devices,
         warn=lambda line: click.echo(line, err=True),
         plot=plot,
+        cluster=cluster,
     )
     if as_json:
         import json
@@ -383,6 +418,7 @@ def _echo_class_table(per_class, matrix) -> None:
 @plot_option
 @device_option
 @devices_option
+@cluster_options
 @quiet_option
 @_handle_errors("--batch-size")
 def recompute_stats(
@@ -397,6 +433,7 @@ def recompute_stats(
     plot,
     device,
     devices,
+    cluster,
     quiet,
 ):
     """Recompute CHECKPOINT's batch-norm statistics over the whole training set.
@@ -418,6 +455,7 @@ def recompute_stats(
         progress=_progress(quiet),
         plot=plot,
         augment=augment,
+        cluster=cluster,
     )
     if not quiet:
         width = max(len("layer"), *(len(row.name) for row in r.layers))
@@ -451,9 +489,13 @@ def recompute_stats(
 @click.option(
     "-o", "--output", "out", type=click.Path(dir_okay=False), required=True, metavar="OUT.png"
 )
+@devices_option
 @_handle_errors(None)
-def plot(runs, metric, out):
-    """Draw the learning curves of one or more run folders (RUNS) into OUT.png."""
+def plot(runs, metric, out, devices):
+    """Draw the learning curves of one or more run folders (RUNS) into OUT.png.
+
+    Runs on the CPU (--devices is accepted, checked, and has nothing to share).
+    """
     from .commands.plot import plot_command
 
     click.echo(f"wrote {plot_command(runs, out, metric=metric)}")
@@ -485,9 +527,13 @@ def plot(runs, metric, out):
 @click.option(
     "-o", "--output", "out", type=click.Path(dir_okay=False), required=True, metavar="OUT"
 )
+@devices_option
 @_handle_errors(None)
-def export(checkpoint, fmt, stats, fold_bn, out):
-    """Export CHECKPOINT for deployment (input: raw examples; output: probabilities)."""
+def export(checkpoint, fmt, stats, fold_bn, out, devices):
+    """Export CHECKPOINT for deployment (input: raw examples; output: probabilities).
+
+    Runs on the CPU (--devices is accepted, checked, and has nothing to share).
+    """
     from .commands.export import export_command
 
     r = export_command(checkpoint, out, fmt=fmt, stats=stats, fold_bn=fold_bn)

@@ -22,6 +22,7 @@ from .errors import UsageError
 __all__ = [
     "DataParallel",
     "check_global_batch",
+    "check_parallel_config",
     "collectives",
     "data_parallel_wrap",
     "resolve_devices",
@@ -30,7 +31,10 @@ __all__ = [
 
 
 def resolve_devices(spec: str | int, runtime) -> int:
-    """The number of devices to run on: ``auto`` = every local GPU, 1 on the CPU.
+    """The number of devices to run on: ``auto`` = every GPU, one per process on the CPU.
+
+    With several processes (:mod:`bntrain.distributed`) the count is over all
+    of them, and each process uses the same number of its own devices.
 
     Parameters
     ----------
@@ -42,11 +46,14 @@ def resolve_devices(spec: str | int, runtime) -> int:
     Raises
     ------
     UsageError
-        A count below 1, more devices than JAX sees, or several devices with a
-        backend other than JAX.
+        A count below 1, more devices than JAX sees, several devices with a
+        backend other than JAX, or a count the processes cannot share evenly.
     """
+    from .distributed import current
+
+    procs = current().count
     if spec == "auto":
-        return len(_local_devices(runtime.device)) if runtime.device == "gpu" else 1
+        return len(_local_devices(runtime.device)) * procs if runtime.device == "gpu" else procs
     n = int(spec)
     if n < 1:
         raise UsageError(f"devices: {n} is not a device count; use auto or a number >= 1")
@@ -57,15 +64,22 @@ def resolve_devices(spec: str | int, runtime) -> int:
             f"devices: {n} needs backend jax (data parallelism runs on JAX's sharding); "
             f"backend {runtime.backend!r} runs on one device"
         )
+    if n % procs:
+        raise UsageError(
+            f"devices: {n} does not divide evenly over {procs} processes; use a multiple of {procs}"
+        )
     have = len(_local_devices(runtime.device))
-    if n > have:
+    if n // procs > have:
         kind = "GPUs" if runtime.device == "gpu" else "CPU devices"
         hint = (
             "; on the CPU set XLA_FLAGS=--xla_force_host_platform_device_count=N to simulate N"
             if runtime.device == "cpu"
             else ""
         )
-        raise UsageError(f"devices: {n} requested but JAX sees {have} {kind}; use {have}{hint}")
+        each = " per process" if procs > 1 else ""
+        raise UsageError(
+            f"devices: {n} requested but JAX sees {have} {kind}{each}; use {have * procs}{hint}"
+        )
     return n
 
 
@@ -94,6 +108,24 @@ def check_global_batch(batch_size: int, n_devices: int, key: str = "training.bat
     )
 
 
+def check_parallel_config(config, n_devices: int) -> None:
+    """Refuse a config that cannot run data-parallel on ``n_devices``.
+
+    Raises
+    ------
+    UsageError
+        A global batch the devices cannot share (see :func:`check_global_batch`),
+        or ``batch_norm.sync: false`` with ``kind: renorm``.
+    """
+    check_global_batch(config.training.batch_size, n_devices)
+    bn = config.model.batch_norm
+    if n_devices > 1 and not bn.sync and bn.kind == "renorm":
+        raise UsageError(
+            "model.batch_norm.sync: false (per-device statistics) cannot be combined with "
+            "kind renorm; use sync: true or kind bn"
+        )
+
+
 def data_parallel_wrap(spec: str | int, runtime) -> Callable | None:
     """:meth:`DataParallel.wrap` for ``spec`` devices, or None for one device.
 
@@ -107,12 +139,14 @@ def data_parallel_wrap(spec: str | int, runtime) -> Callable | None:
 
 
 class DataParallel:
-    """Run compiled JAX-mode functions over ``n_devices`` local devices.
+    """Run compiled JAX-mode functions over ``n_devices`` devices, of one process or several.
 
     Parameters
     ----------
     n_devices : int
-        How many devices of ``platform`` to use (the first ones).
+        How many devices of ``platform`` to use: the first ones of this
+        process, or with several processes (:mod:`bntrain.distributed`) the
+        first ``n_devices / processes`` of each, in process order.
     platform : str
         ``cpu`` or ``gpu``.
     """
@@ -121,25 +155,46 @@ class DataParallel:
         import jax
         from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-        devices = _local_devices(platform)[:n_devices]
+        from .distributed import current
+
+        self.processes = current().count
+        if self.processes > 1:
+            per = max(1, n_devices // self.processes)
+            mine = [d for d in jax.devices() if d.platform == platform]
+            devices = [
+                d
+                for p in range(self.processes)
+                for d in sorted((d for d in mine if d.process_index == p), key=lambda d: d.id)[:per]
+            ]
+        else:
+            devices = _local_devices(platform)[:n_devices]
         self.n_devices = len(devices)
         self.mesh = Mesh(np.array(devices), ("batch",))
         self.batch = NamedSharding(self.mesh, PartitionSpec("batch"))
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         self._jax = jax
 
-    def wrap(self, fn) -> Callable:
+    def wrap(self, fn, local: bool = False) -> Callable:
         """``fn`` (a JAX-mode ``pytensor`` function) as a data-parallel callable.
 
         The returned callable takes the same arguments.  Inputs whose first axis
         divides evenly over the devices are sharded along it; others (a short
-        last batch) go in whole, and the program runs replicated.
+        last batch) go in whole, and the program runs replicated.  With
+        ``local`` and several processes, each process passes only its own
+        slice of the batch (consecutive, in process order).  Outputs come back
+        whole on every process.
         """
-        return _Sharded(fn, self)
+        return _Sharded(fn, self, local and self.processes > 1)
 
-    def shard(self, value, dtype):
-        """Place one batch input on the mesh, split along its first axis when it divides."""
+    def shard(self, value, dtype, local: bool = False):
+        """Place one batch input on the mesh, split along its first axis when it divides.
+
+        ``local``: ``value`` is this process's slice of the batch.
+        """
         arr = np.asarray(value, dtype=dtype)
+        if local:
+            shape = (len(arr) * self.processes, *arr.shape[1:])
+            return self._jax.make_array_from_process_local_data(self.batch, arr, shape)
         if arr.ndim and len(arr) % self.n_devices == 0:
             return self._jax.device_put(arr, self.batch)
         return self._jax.device_put(arr, self.replicated)
@@ -148,14 +203,23 @@ class DataParallel:
         """``value`` (an array or a pytree of arrays) replicated on every device."""
         return self._jax.device_put(value, self.replicated)
 
+    def fetch(self, value):
+        """An output as this process can read it: whole, gathered from the other processes."""
+        if getattr(value, "is_fully_addressable", True) or value.is_fully_replicated:
+            return value
+        from jax.experimental import multihost_utils
+
+        return multihost_utils.process_allgather(value, tiled=True)
+
 
 class _Sharded:
     """A compiled function whose inputs are sharded and shared storage kept replicated."""
 
-    def __init__(self, fn, dp: DataParallel) -> None:
+    def __init__(self, fn, dp: DataParallel, local: bool = False) -> None:
         fn.trust_input = True  # keep sharded arrays as they are (no conversion to NumPy)
         self.fn = fn
         self.dp = dp
+        self.local = local
         cells = fn.vm.inputs
         self._explicit = [
             (cells[i], inp.variable.type.dtype)
@@ -170,10 +234,18 @@ class _Sharded:
         for cell in self._shared:  # set_value() and checkpoints put NumPy values back
             if getattr(cell[0], "sharding", None) != self.dp.replicated:
                 cell[0] = self.dp.replicate(cell[0])
-        return [self.dp.shard(a, dtype) for a, (_, dtype) in zip(args, self._explicit, strict=True)]
+        return [
+            self.dp.shard(a, dtype, self.local)
+            for a, (_, dtype) in zip(args, self._explicit, strict=True)
+        ]
 
     def __call__(self, *args):
-        return self.fn(*self._place(args))
+        out = self.fn(*self._place(args))
+        if self.dp.processes == 1:
+            return out
+        return (
+            [self.dp.fetch(v) for v in out] if isinstance(out, list | tuple) else self.dp.fetch(out)
+        )
 
     def compiled_text(self, *args) -> str:
         """The HLO text of the program XLA compiled for these inputs (after partitioning)."""

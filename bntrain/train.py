@@ -25,7 +25,7 @@ import platform
 import sys
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
@@ -38,7 +38,8 @@ from .backend import Runtime, device_name, resolve_runtime
 from .checkpoint import Checkpoint, atomic_copy, clean_temp_files, read_checkpoint
 from .config import dump_config, parse_config
 from .data import Augmenter, BatchIterator, Preprocessor
-from .errors import CheckpointError, TrainingError, UsageError
+from .distributed import Cluster, ClusterSpec, current, join
+from .errors import CheckpointError, Interrupted, TrainingError, UsageError
 from .fileio import atomic_open, atomic_write_text
 from .finetune import init_from_checkpoint
 from .graphs import build_predict, build_train_step
@@ -46,7 +47,7 @@ from .inputs import augmenter_for, check_batch_size, open_config_data, validate_
 from .interrupts import StopRequest, stop_requests
 from .metrics import classification_metrics, predict_dataset
 from .model import build_network
-from .parallel import DataParallel, check_global_batch, resolve_devices
+from .parallel import DataParallel, check_parallel_config, resolve_devices
 from .rundir import checked_folder, new_run_folder, run_lock
 from .runreport import RunReport
 from .schedule import learning_rate
@@ -102,6 +103,7 @@ class _Run:
     drop_last: bool
     report: RunReport
     augment: Augmenter | None = None
+    cluster: Cluster = field(default_factory=Cluster)
     _lr: np.float32 | None = None  # the value last given to the step function
 
     ramp: object = None
@@ -150,6 +152,7 @@ class _Run:
             start_batch=state.batch,
             drop_last=self.drop_last,
             augment=None if self.augment is None else partial(self.augment, epoch=state.epoch),
+            part=(self.cluster.index, self.cluster.count),
         )
 
     def epoch_row(self, state: TrainState, seconds: float) -> dict:
@@ -178,8 +181,15 @@ class _Run:
             row["val_loss"], row["val_acc"] = m["loss"], m["accuracy"]
         return row
 
+    def checkpoint(self, state: TrainState) -> None:
+        """Rewrite ``last.h5`` inside an epoch (process 0 only)."""
+        if self.cluster.writer:
+            state.to_checkpoint(self.dir / "last.h5")
+
     def save_epoch(self, state: TrainState, improved: bool, row: dict) -> None:
         """Checkpoint an epoch's end: ``best.h5`` before ``last.h5``, so a kill between loses nothing."""
+        if not self.cluster.writer:
+            return
         if improved:
             state.to_checkpoint(self.dir / "best.h5")
             atomic_copy(self.dir / "best.h5", self.dir / "last.h5")
@@ -189,7 +199,29 @@ class _Run:
             _append_metrics(self.dir / "metrics.csv", row)
         self.report.epoch(row, state.step, state.network.bn_layers)
 
+    def check_stop(self, stop: StopRequest, state: TrainState) -> None:
+        """Stop on a signal; with several processes, all at once on a signal or error in any."""
+        if self.cluster.count > 1:
+            signum, failed = self.cluster.agree([stop.signum or 0, 0])
+            if failed:
+                exc = TrainingError(
+                    f"another process of this run failed; training stopped after step "
+                    f"{state.step}; {self.last_good()}"
+                )
+                exc.agreed = True
+                raise exc
+            stop.signum = signum or None
+        stop.check(lambda name: _stop_message(name, state, self))
+
+    def fail(self, exc: Exception) -> None:
+        """Tell the other processes (at their next :meth:`check_stop`) that this one failed."""
+        if self.cluster.count > 1 and not isinstance(exc, Interrupted):
+            if not getattr(exc, "agreed", False):
+                self.cluster.agree([0, 1])
+
     def last_good(self) -> str:
+        if not self.cluster.writer:
+            return f"process 0 writes the run folder '{self.dir}'"
         last = self.dir / "last.h5"
         return (
             f"the last good checkpoint is '{last}'"
@@ -200,37 +232,46 @@ class _Run:
 
 def _train(run: _Run, state: TrainState, stop: StopRequest, progress: bool, log) -> list[dict]:
     """Train from ``state`` to the last epoch: step, checkpoint, evaluate, log."""
-    tr, every = run.training, run.training.checkpoint_every_steps
+    tr = run.training
     history = []
     while state.epoch < tr.epochs:
         t0 = time.perf_counter()
-        batches = run.batches(state)
-        bar = _Progress(
-            progress, run.n_batches, f"epoch {state.epoch + 1}/{tr.epochs}", state.batch
-        )
         try:
-            for x, y in batches:
-                run.before_batch(state)
-                loss, acc = state.step_fn.fn(x, y)
-                stepped = run.after_batch(state)
-                if state.count_step(float(loss), float(acc), len(x), stepped):
-                    bar.update(loss, acc, state.meter.seen / max(time.perf_counter() - t0, 1e-9))
-                    save = stepped and every and state.step % every == 0
-                    if save and state.batch < run.n_batches:
-                        state.to_checkpoint(run.dir / "last.h5")
-                elif tr.nan_policy == "stop" or state.nan_streak >= tr.max_consecutive_nan:
-                    raise TrainingError(_nan_message(state, run))
-                stop.check(lambda name: _stop_message(name, state, run))
-        finally:
-            bar.close()
-            batches.close()
-        row = run.epoch_row(state, time.perf_counter() - t0)
-        improved = state.end_epoch(row[state.best.metric])
-        run.save_epoch(state, improved, row)
+            _train_epoch(run, state, stop, progress, t0)
+            row = run.epoch_row(state, time.perf_counter() - t0)
+            improved = state.end_epoch(row[state.best.metric])
+            run.save_epoch(state, improved, row)
+        except Exception as exc:
+            run.fail(exc)  # the other processes stop at their next step
+            raise
         history.append(row)
         log(_epoch_line(row, tr.epochs, improved))
-        stop.check(lambda name: _stop_message(name, state, run))
+        run.check_stop(stop, state)
     return history
+
+
+def _train_epoch(run: _Run, state: TrainState, stop: StopRequest, progress: bool, t0) -> None:
+    """The rest of the current epoch's steps (and ``checkpoint_every_steps`` checkpoints)."""
+    tr, every = run.training, run.training.checkpoint_every_steps
+    batches = run.batches(state)
+    bar = _Progress(progress, run.n_batches, f"epoch {state.epoch + 1}/{tr.epochs}", state.batch)
+    try:
+        for x, y in batches:
+            run.before_batch(state)
+            loss, acc = state.step_fn.fn(x, y)
+            stepped = run.after_batch(state)
+            seen = len(x) * run.cluster.count  # x is this process's slice of the batch
+            if state.count_step(float(loss), float(acc), seen, stepped):
+                bar.update(loss, acc, state.meter.seen / max(time.perf_counter() - t0, 1e-9))
+                save = stepped and every and state.step % every == 0
+                if save and state.batch < run.n_batches:
+                    run.checkpoint(state)
+            elif tr.nan_policy == "stop" or state.nan_streak >= tr.max_consecutive_nan:
+                raise TrainingError(_nan_message(state, run))
+            run.check_stop(stop, state)
+    finally:
+        bar.close()
+        batches.close()
 
 
 def _nan_message(state: TrainState, run: _Run) -> str:
@@ -266,6 +307,7 @@ def fit(
     log: Callable[[str], None] = lambda line: None,
     device: str | None = None,
     devices: str | int | None = None,
+    cluster: ClusterSpec | None = None,
     after: Callable[[FitResult], object] | None = None,
 ) -> FitResult:
     """Train the network a config describes and write its run folder.
@@ -286,6 +328,9 @@ def fit(
         Overrides ``config.device``.
     devices : {'auto'} or int, optional
         Overrides ``config.devices`` (data-parallel training, see ``docs/distributed.md``).
+    cluster : ClusterSpec, optional
+        Join other processes (hosts) of the same run (``--coordinator`` ...); without
+        it, the environment JAX reads decides (one process when it says nothing).
     after : callable, optional
         Called with the result before the run folder's lock is released (the
         command layer recomputes statistics and evaluates there).
@@ -300,25 +345,27 @@ def fit(
     Interrupted
         SIGINT or SIGTERM (exit 130 or 143), after the step in progress.
     """
+    cluster = join(cluster)
     runtime = resolve_runtime(config.backend, device or config.device)
     tr = config.training
     n_devices = resolve_devices(devices or config.devices, runtime)
-    check_global_batch(tr.batch_size, n_devices)
+    check_parallel_config(config, n_devices)
     data = open_config_data(config)
     try:
         network = build_network(config.model, data.input_shape, seed=tr.seed)
         validate_config_data(data, network.n_classes)
         check_batch_size(data, tr.batch_size, network)
-        _check_batch_norm_options(config, n_devices)
+        _check_virtual_batch_size(config)
         if resume is None and config.model.init_from is not None:
             path = Path(config.base_dir) / config.model.init_from
             report = init_from_checkpoint(network, path, config.model.skip_mismatched)
             for line in report.lines(path):
                 log(line)
         augment = augmenter_for(config, data.input_shape)
-        with _run_folder(config, resume, force) as run_dir, stop_requests() as stop:
-            ckpt = None if resume is None else _resume_checkpoint(config, network, run_dir)
-            run, state = _setup(config, runtime, n_devices, network, data, run_dir, ckpt, log)
+        with _run_folder(config, resume, force, cluster) as run_dir, stop_requests() as stop:
+            with cluster.all_or_none("to set up training"):
+                ckpt = None if resume is None else _resume_checkpoint(config, network, run_dir)
+                run, state = _setup(config, runtime, n_devices, network, data, run_dir, ckpt, log)
             run.augment = augment
             try:
                 history = _train(run, state, stop, progress, log)
@@ -334,20 +381,15 @@ def fit(
                 history=history,
             )
             if after is not None:
+                cluster.barrier("checkpoints written")  # process 0 wrote what all read next
                 after(result)  # still holding the run folder's lock
         return result
     finally:
         data.close()
 
 
-def _check_batch_norm_options(config, n_devices: int) -> None:
-    bn = config.model.batch_norm
-    if n_devices > 1 and not bn.sync and bn.kind == "renorm":
-        raise UsageError(
-            "model.batch_norm.sync: false (per-device statistics) cannot be combined with "
-            "kind renorm; use sync: true or kind bn"
-        )
-    v = bn.virtual_batch_size
+def _check_virtual_batch_size(config) -> None:
+    v = config.model.batch_norm.virtual_batch_size
     if v is not None and config.training.batch_size % v:
         raise UsageError(
             f"model.batch_norm.virtual_batch_size: {v} does not divide training.batch_size "
@@ -356,7 +398,19 @@ def _check_batch_norm_options(config, n_devices: int) -> None:
 
 
 @contextmanager
-def _run_folder(config, resume, force):
+def _run_folder(config, resume, force, cluster: Cluster):
+    """The run folder, locked by process 0, which alone writes it (the others get its path)."""
+    with ExitStack() as stack:
+        with cluster.all_or_none("to prepare the run folder"):
+            if cluster.writer:
+                run_dir = stack.enter_context(_own_run_folder(config, resume, force))
+            else:
+                run_dir = run_dir_for(config) if resume is None else checked_folder(resume)
+        yield run_dir
+
+
+@contextmanager
+def _own_run_folder(config, resume, force):
     """The run folder, locked: a new one (replacing only what bntrain may), or the one resumed."""
     if resume is None:
         with new_run_folder(run_dir_for(config), force=force, keep=[config.base_dir]) as run_dir:
@@ -383,19 +437,23 @@ def _setup(config, runtime: Runtime, n_devices: int, network, data, run_dir: Pat
     groups = n_devices if dp is not None and not config.model.batch_norm.sync else 1
     step_fn = build_train_step(network, tr, runtime.mode, batch_size=static, bn_groups=groups)
     if dp is not None:
-        step_fn.fn = dp.wrap(step_fn.fn)
+        step_fn.fn = dp.wrap(step_fn.fn, local=True)  # each process passes its slice
         step_fn.apply = None if step_fn.apply is None else dp.wrap(step_fn.apply)
     predict = build_predict(network, runtime.mode, wrap=None if dp is None else dp.wrap)
-    info = _run_info(config, runtime, t0) | {"devices": n_devices}
+    cluster = current()
+    info = _run_info(config, runtime, t0) | {"devices": n_devices, "processes": cluster.count}
     config_text = dump_config(config, extra={"run": info})
     metric = tr.best_metric if data.val is not None else tr.best_metric.replace("val_", "train_")
-    ghost = config.model.batch_norm.virtual_batch_size is not None  # whole groups only
+    # whole groups for ghost batch norm, whole slices for every process
+    whole = config.model.batch_norm.virtual_batch_size is not None or cluster.count > 1
     drop_last = _drop_last(
-        len(data.train), tr.batch_size, tr.shuffle or runtime.static_batch or ghost
+        len(data.train), tr.batch_size, tr.shuffle or runtime.static_batch or whole
     )
     n = len(data.train)
     n_batches = n // tr.batch_size if drop_last else math.ceil(n / tr.batch_size)
-    report = RunReport(run_dir, tr.plot, tr.tensorboard, None if ckpt is None else ckpt.step, log)
+    writer = cluster.writer  # plots and TensorBoard from process 0 only
+    resumed = None if ckpt is None else ckpt.step
+    report = RunReport(run_dir, tr.plot and writer, tr.tensorboard and writer, resumed, log)
     run = _Run(
         run_dir,
         tr,
@@ -406,14 +464,16 @@ def _setup(config, runtime: Runtime, n_devices: int, network, data, run_dir: Pat
         n_batches,
         drop_last,
         report,
+        cluster=cluster,
     )
     run.ramp = network.ramp
     if ckpt is None:
         state = TrainState(
             network, step_fn, preprocess, tr.optimizer.name, config_text, Best(metric)
         )
-        with _run_file_errors(run_dir):
-            atomic_write_text(run_dir / "config.yaml", config_text)
+        if writer:
+            with _run_file_errors(run_dir):
+                atomic_write_text(run_dir / "config.yaml", config_text)
         return run, state
     state = TrainState.from_checkpoint(
         ckpt,
@@ -470,7 +530,8 @@ def _resume_checkpoint(config, network, run_dir: Path) -> Checkpoint:
     """Read ``last.h5`` and refuse, before anything is compiled, what cannot resume exactly."""
     last = run_dir / "last.h5"
     try:
-        clean_temp_files(run_dir)  # left by a write that was killed; never loaded
+        if current().writer:
+            clean_temp_files(run_dir)  # left by a write that was killed; never loaded
     except OSError as exc:
         raise CheckpointError(
             f"--resume: cannot clean up '{run_dir}': {exc.strerror or exc}"

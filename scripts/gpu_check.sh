@@ -11,8 +11,8 @@
 # 2. runs scripts/bench.py --device gpu (bntrain on JAX/CUDA against PyTorch eager on CUDA),
 # 3. runs the GPU tests (pytest -m gpu: conv Ops against a float64 reference, fit /
 #    recompute-stats / eval on the GPU against the CPU, a GPU run resumed on the CPU) and the
-#    host<->device traffic report, and on a machine with several GPUs the data-parallel check
-#    (tests/_dist_child.py on every GPU against one),
+#    host<->device traffic report, and the data-parallel check (tests/_dist_child.py: on a
+#    machine with several GPUs every GPU against one, on a machine with one GPU that one),
 # 4. with the time left of BNTRAIN_GPU_BUDGET seconds (default 280): the benchmark at batch 512
 #    and the whole test suite on the GPU machine.
 # Every step has its own timeout; logs and JSON go to RESULTS_DIR.
@@ -100,14 +100,18 @@ step bench_gpu 170 "$PY" scripts/bench.py --device gpu --rounds 1 --timeout 80 "
   --json "$RES/bench_gpu.json"
 step pytest_gpu 200 "$PY" -m pytest -q -m gpu -p no:cacheprovider "${XDIST[@]}" -rs tests
 step traffic_gpu 40 "$PY" scripts/bench.py --device gpu --traffic --json "$RES/traffic_gpu.json"
-# data parallelism: N GPUs against one (fit sync/ghost BN, recompute-stats, eval, resume 1 -> N -> N/2);
-# with a single GPU the one-device case is what pytest_gpu above ran
+# data parallelism (tests/_dist_child.py): with N >= 2 GPUs, N against one (fit sync/ghost BN,
+# recompute-stats, eval, resume 1 -> N -> N/2); with one GPU the same checks through the
+# data-parallel path on that one device (devices 1, resume 1 -> 1 -> 1); none without a GPU
 NGPU=$("$PY" -W ignore -c 'import jax; print(sum(d.platform == "gpu" for d in jax.devices()))' 2>/dev/null || echo 0)
 if [ "${NGPU:-0}" -ge 2 ]; then
   mkdir -p "$RES/dist"
   step dist_gpu 240 env BNTRAIN_DIST_GPUS="$NGPU" "$PY" -W ignore tests/_dist_child.py "$RES/dist"
+elif [ "${NGPU:-0}" -eq 1 ]; then
+  mkdir -p "$RES/dist"
+  step dist_gpu_one 180 env BNTRAIN_DIST_GPUS=1 "$PY" -W ignore tests/_dist_child.py "$RES/dist"
 else
-  log "dist_gpu: skipped (${NGPU:-0} GPU(s) here; the multi-device case needs 2 or more)"
+  log "dist_gpu: skipped (no GPU here)"
 fi
 # 4. what the budget leaves room for
 optional bench_gpu_b512 90 "$PY" scripts/bench.py --device gpu --rounds 1 --batch 512 \

@@ -5,7 +5,8 @@ Not a test module.  ``python tests/_dist_child.py WORKDIR`` sets
 trains tiny runs on 1, 2 and 4 devices and prints one JSON object of
 measured differences (the test module asserts on them).  With
 ``BNTRAIN_DIST_GPUS=N`` (scripts/gpu_check.sh on a machine with N >= 2 GPUs)
-it runs the same checks on N GPUs instead (resuming 1 -> N -> N // 2).
+it runs the same checks on N GPUs instead (resuming 1 -> N -> N // 2; with
+N = 1, the one-GPU case, everything runs on that device).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import json
 import os
 import re
 import sys
-import textwrap
 from pathlib import Path
 
 GPUS = int(os.environ.get("BNTRAIN_DIST_GPUS", "0"))
@@ -25,6 +25,7 @@ if not GPUS:
 
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
+from _dist_config import CONFIG  # noqa: E402  (this folder is on sys.path: a script)
 
 from bntrain import train as train_module  # noqa: E402
 from bntrain.commands.eval import evaluate_command  # noqa: E402
@@ -35,28 +36,6 @@ from bntrain.inputs import open_config_data  # noqa: E402
 from bntrain.model import build_network  # noqa: E402
 from bntrain.nn.layers import get_all_params  # noqa: E402
 from bntrain.parallel import DataParallel, traffic_bytes  # noqa: E402
-
-CONFIG = textwrap.dedent(
-    """\
-    name: dist
-    data:
-      train: {builtin: digits, split: train}
-      val: {builtin: digits, split: val}
-      preprocess: {scale: 0.0625}
-    model:
-      batch_norm: {insert: auto, epsilon: 1.0e-4, alpha: 0.1}
-      layers:
-        - {type: dense, units: 16, nonlinearity: relu}
-        - {type: dense, units: 10, nonlinearity: softmax}
-    training:
-      epochs: 1
-      batch_size: 64
-      shuffle: true
-      optimizer: {name: momentum, lr: 0.1, momentum: 0.9}
-      seed: 5
-      recompute_stats: false
-    """
-)
 
 
 def arrays(path: Path, group: str) -> dict:
@@ -139,7 +118,7 @@ def main(work: Path) -> dict:
     whole = fit(work, "whole", 1, "training.epochs=3")
     moved = fit(work, "moved", 1)
     fit(work, "moved", N, "training.epochs=2", resume=moved)
-    fit(work, "moved", N // 2, "training.epochs=3", resume=moved)
+    fit(work, "moved", max(1, N // 2), "training.epochs=3", resume=moved)
     pw, sw = split(whole / "last.h5")
     pm, sm = split(moved / "last.h5")
     out["resume_params"], out["resume_stats"] = max_diff(pw, pm), max_diff(sw, sm)

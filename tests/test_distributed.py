@@ -107,3 +107,35 @@ def test_several_devices_need_the_jax_backend():
     assert resolve_devices("auto", Runtime("jax", "cpu")) == 1
     with pytest.raises(UsageError, match="devices: 2 needs backend jax"):
         resolve_devices(2, Runtime("numba", "cpu"))
+
+
+@pytest.mark.parametrize("command", ["check", "plot", "export"])
+def test_every_command_takes_devices(tiny_config_file, tmp_path, command):
+    from click.testing import CliRunner
+
+    from bntrain.cli import main
+
+    target = {"check": [str(tiny_config_file)], "plot": [str(tmp_path)], "export": ["x.h5"]}
+    out = [] if command == "check" else ["-o", str(tmp_path / "out.png")]
+    r = CliRunner().invoke(main, [command, *target[command], *out, "--devices", "two"])
+    assert r.exit_code == 2
+    assert "'two' is not auto or a device count >= 1" in r.output
+    if command == "check":  # check resolves the count as fit does
+        r = CliRunner().invoke(main, ["check", str(tiny_config_file), "--devices", "64"])
+        assert r.exit_code == 2, r.output
+        assert r.output.startswith("Error: devices: 64 requested but JAX sees")
+
+
+def test_per_device_statistics_refuse_batch_renorm(tiny_config_file):
+    from bntrain.config import load_config
+    from bntrain.parallel import check_parallel_config
+
+    sets = ["model.batch_norm.sync=false", "model.batch_norm.kind=renorm"]
+    config = load_config(tiny_config_file, sets)
+    check_parallel_config(config, 1)  # one device: nothing is per device
+    with pytest.raises(UsageError) as err:
+        check_parallel_config(config, 2)
+    assert str(err.value) == (
+        "model.batch_norm.sync: false (per-device statistics) cannot be combined with kind "
+        "renorm; use sync: true or kind bn"
+    )

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..backend import resolve_runtime
 from ..config import load_config
 from ..inputs import augmenter_for, check_batch_size, open_config_data, validate_config_data
 from ..model import build_network
+from ..parallel import check_parallel_config, resolve_devices
 from .fit import check_run_folder
 
 __all__ = ["LayerRow", "check_command"]
@@ -25,7 +27,9 @@ class LayerRow:
     trainable: int
 
 
-def check_command(config_path, overrides: Sequence[str] = ()) -> list[LayerRow]:
+def check_command(
+    config_path, overrides: Sequence[str] = (), devices: str | int | None = None
+) -> list[LayerRow]:
     """Validate the config and its data, build the network, and describe its layers.
 
     Everything ``bntrain fit`` checks before it trains is checked here, with
@@ -37,6 +41,8 @@ def check_command(config_path, overrides: Sequence[str] = ()) -> list[LayerRow]:
         The YAML config.
     overrides : sequence of str
         ``KEY=VALUE`` overrides (``--set``).
+    devices : {'auto'} or int, optional
+        Overrides the config's devices: checked as ``fit`` checks them.
 
     Returns
     -------
@@ -52,6 +58,8 @@ def check_command(config_path, overrides: Sequence[str] = ()) -> list[LayerRow]:
     """
     config = load_config(config_path, overrides)
     check_run_folder(config)
+    runtime = resolve_runtime(config.backend, config.device)
+    check_parallel_config(config, resolve_devices(devices or config.devices, runtime))
     data = open_config_data(config)
     try:
         network = build_network(config.model, data.input_shape, seed=config.training.seed)

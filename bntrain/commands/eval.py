@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from ..distributed import ClusterSpec, join
 from ..errors import DataError, UsageError
 from ..evaluate import (
     DEFAULT_Y_KEY,
@@ -68,6 +69,7 @@ def evaluate_command(
     devices: str | int | None = None,
     warn: Callable[[str], None] = lambda line: None,
     plot=None,
+    cluster: ClusterSpec | None = None,
 ) -> dict:
     """Evaluate a checkpoint on a dataset (what ``bntrain eval`` runs).
 
@@ -103,6 +105,9 @@ def evaluate_command(
         Receives warning lines (one line each).
     plot : path-like, optional
         Draw the confusion matrix to this PNG file (needs labels).
+    cluster : ClusterSpec, optional
+        The processes of a multi-process run (``--coordinator`` ...): every one
+        evaluates, process 0 writes ``predictions`` and ``plot``.
 
     Returns
     -------
@@ -129,6 +134,7 @@ def evaluate_command(
         raise UsageError(f"--batch-size must be a positive integer; got {batch_size!r}")
     if plot is not None and Path(plot).suffix.lower() != ".png":
         raise UsageError(f"--plot: '{plot}' must be a .png file")
+    writer = join(cluster).writer  # several processes compute; process 0 writes
     restored = restore(checkpoint)
     ckpt, network, config = restored.ckpt, restored.network, restored.config
     if predictions is not None:
@@ -183,9 +189,9 @@ def evaluate_command(
             "has_labels": labels is not None,
         }
     )
-    if predictions is not None:
+    if predictions is not None and writer:
         write_predictions(predictions, probs, labels)
-    if plot is not None:
+    if plot is not None and writer:
         from ..plots import plot_confusion
 
         if labels is None:

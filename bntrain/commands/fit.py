@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import dump_config, load_config
+from ..distributed import ClusterSpec
 from ..train import FitResult, fit, run_dir_for
 
 __all__ = ["FitOutcome", "check_run_folder", "fit_command", "resolved_config_text"]
@@ -56,6 +57,7 @@ def fit_command(
     log: Callable[[str], None] = lambda line: None,
     device: str | None = None,
     devices: str | int | None = None,
+    cluster: ClusterSpec | None = None,
 ) -> FitOutcome:
     """Train, then (``training.recompute_stats``) recompute BN statistics and evaluate.
 
@@ -77,6 +79,8 @@ def fit_command(
         Overrides the config's device.
     devices : {'auto'} or int, optional
         Overrides the config's devices (data-parallel training, recomputing and evaluating).
+    cluster : ClusterSpec, optional
+        The processes (hosts) of a multi-process run (``--coordinator`` ...).
 
     Returns
     -------
@@ -117,6 +121,7 @@ def fit_command(
         log=log,
         device=device,
         devices=devices,
+        cluster=cluster,
         after=finish,
     )
     return FitOutcome(result, tests[0] if tests else None)

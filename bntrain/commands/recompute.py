@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 
 from ..bnstats import ESTIMATORS, MODES, compute_bn_stats, report_rows
+from ..distributed import ClusterSpec, join
 from ..errors import CheckpointError, DataError, UsageError
 from ..fileio import atomic_write_text
 from ..rundir import MARKER, run_lock
@@ -61,9 +62,9 @@ class RecomputeReport:
 
 
 @contextmanager
-def _lock_if_run_folder(folder: Path) -> Iterator[None]:
-    """Hold a run folder's lock (a running ``fit`` has it) while writing into it."""
-    if (folder / MARKER).is_file():
+def _lock_if_run_folder(folder: Path, writer: bool = True) -> Iterator[None]:
+    """Hold a run folder's lock (a running ``fit`` has it) while writing into it (process 0)."""
+    if writer and (folder / MARKER).is_file():
         with run_lock(folder):
             yield
     else:
@@ -97,6 +98,7 @@ def recompute_stats_command(
     progress: bool = False,
     plot=None,
     augment: bool = False,
+    cluster: ClusterSpec | None = None,
 ) -> RecomputeReport:
     """Recompute a checkpoint's batch-norm statistics and store them under ``/bn_stats``.
 
@@ -129,6 +131,9 @@ def recompute_stats_command(
     augment : bool
         Apply the config's ``data.augment`` (as in the first epoch) to the data; default:
         no augmentation, the distribution that evaluation sees.
+    cluster : ClusterSpec, optional
+        The processes of a multi-process run (``--coordinator`` ...): every one
+        computes, process 0 writes the checkpoint, the report and ``plot``.
 
     Returns
     -------
@@ -160,7 +165,9 @@ def recompute_stats_command(
     if plot is not None and Path(plot).suffix.lower() != ".png":
         raise UsageError(f"--plot: '{plot}' must be a .png file")
     out_path = Path(output) if output is not None else checkpoint
-    with _lock_if_run_folder(out_path.parent):  # before the pass: fail fast if fit holds it
+    processes = join(cluster)
+    writer = processes.writer  # several processes compute; process 0 writes
+    with _lock_if_run_folder(out_path.parent, writer):  # before the pass: fail fast if fit holds it
         restored = restore(checkpoint)
         network, config = restored.network, restored.config
         if not network.bn_layers:
@@ -214,12 +221,13 @@ def recompute_stats_command(
             "passes": int(stats.passes),
             "augmented": bool(augment),
         }
-        write_bn_stats(
-            checkpoint,
-            {name: (s.mean, s.var) for name, s in stats.items()},
-            attrs,
-            output=out_path,
-        )
+        if writer:
+            write_bn_stats(
+                checkpoint,
+                {name: (s.mean, s.var) for name, s in stats.items()},
+                attrs,
+                output=out_path,
+            )
         report = RecomputeReport(
             checkpoint=checkpoint,
             output=out_path,
@@ -228,8 +236,9 @@ def recompute_stats_command(
             passes=stats.passes,
             layers=report_rows(network, stats),
         )
-        _write_json_atomic(report.json_path, report.to_dict())
-        if plot is not None:
+        if writer:
+            _write_json_atomic(report.json_path, report.to_dict())
+        if plot is not None and writer:
             from ..plots import LayerDrift, plot_bn_drift
 
             drift = [
@@ -244,4 +253,5 @@ def recompute_stats_command(
                 for bn in network.bn_layers
             ]
             plot_bn_drift(drift, plot)
+        processes.barrier("bn_stats written")  # the others may read the checkpoint next
         return report

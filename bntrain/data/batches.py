@@ -70,6 +70,10 @@ class BatchIterator:
     augment : callable or None
         ``augment(x, indices)`` maps a preprocessed batch and its example indices
         to the batch to train on (after ``preprocess``, in the prefetch thread).
+    part : (int, int)
+        ``(index, count)``: read only the ``index``-th of ``count`` consecutive
+        equal slices of every batch (one process of a multi-process run; use
+        ``drop_last`` so that every batch is whole).
 
     Notes
     -----
@@ -94,8 +98,14 @@ class BatchIterator:
         drop_last: bool = False,
         prefetch: int = 2,
         augment: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+        part: tuple[int, int] = (0, 1),
     ) -> None:
         _check_int("batch_size", batch_size, 1)
+        if not (0 <= part[0] < part[1] and batch_size % part[1] == 0):
+            raise ValueError(
+                f"BatchIterator: part {part} needs 0 <= index < count and a batch size "
+                f"({batch_size}) that count divides"
+            )
         _check_int("seed", seed, 0)
         _check_int("epoch", epoch, 0)
         _check_int("start_batch", start_batch, 0)
@@ -124,6 +134,7 @@ class BatchIterator:
         )
         self._preprocess = preprocess
         self._augment = augment
+        self._part = (int(part[0]), int(part[1]))
         self._local: Iterator[Batch] | None = None
         self._queue: queue.Queue[Any] | None = None
         self._stop = threading.Event()
@@ -146,9 +157,11 @@ class BatchIterator:
     def _selection(self, b: int) -> slice | np.ndarray:
         start = b * self.batch_size
         stop = min(start + self.batch_size, len(self.ds))
+        index, count = self._part  # this process's consecutive share of the batch
+        step = (stop - start) // count
         if self._perm is None:
-            return slice(start, stop)
-        return np.sort(self._perm[start:stop]).astype(np.int64)
+            return slice(start + index * step, start + (index + 1) * step)
+        return np.sort(self._perm[start:stop]).astype(np.int64)[index * step : (index + 1) * step]
 
     def __iter__(self) -> BatchIterator:
         return self
