@@ -19,13 +19,17 @@ from pathlib import Path
 
 GPUS = int(os.environ.get("BNTRAIN_DIST_GPUS", "0"))
 N = GPUS or 4
-if not GPUS:
+if not GPUS and __name__ == "__main__":  # not when pytest imports it (--doctest-modules)
     os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=4"
     os.environ["JAX_PLATFORMS"] = "cpu"
 
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
-from _dist_config import CONFIG  # noqa: E402  (this folder is on sys.path: a script)
+
+if __package__:  # imported as tests._dist_child
+    from ._dist_config import CONFIG
+else:  # run as a script: this folder is on sys.path
+    from _dist_config import CONFIG
 
 from bntrain import train as train_module  # noqa: E402
 from bntrain.commands.eval import evaluate_command  # noqa: E402
