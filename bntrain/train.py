@@ -223,9 +223,10 @@ class _Results:
 
     Reading a result waits for its step, so the loop reads them in bunches: when
     ``READ_EVERY`` are pending or ``READ_SECONDS`` have passed (for the progress
-    bar), before a checkpoint and at the end of the epoch.  Until then the next
+    bar), all but the newest, which keeps the device busy while the host reads;
+    before a checkpoint and at the end of the epoch, all.  Until then the next
     steps are queued behind the running one.  A non-finite loss is therefore
-    noticed up to that many batches late, always before anything is saved.
+    noticed up to ``READ_EVERY`` batches late, always before anything is saved.
     """
 
     READ_EVERY = 32
@@ -241,21 +242,30 @@ class _Results:
         self.pending.append((loss, acc, n, self.state.step))
         now = time.perf_counter()
         if len(self.pending) >= self.READ_EVERY or now - self.last_read >= self.READ_SECONDS:
-            self.read()
+            self.read(keep=1)
 
-    def read(self) -> None:
-        """Account every pending result in order; raise on a NaN the policy does not allow."""
+    def read(self, keep: int = 0) -> None:
+        """Account the pending results but the newest ``keep``, in order; raise on a NaN.
+
+        Raises
+        ------
+        TrainingError
+            On a non-finite loss that ``training.nan_policy`` does not let pass.
+        """
         state, tr = self.state, self.run.training
+        ready, self.pending = (
+            self.pending[: len(self.pending) - keep],
+            self.pending[len(self.pending) - keep :],
+        )
         shown = None
-        for loss, acc, n, step in self.pending:
+        for loss, acc, n, step in ready:
             loss, acc = float(loss), float(acc)
             if state.account(loss, acc, n):
                 shown = loss, acc
             elif tr.nan_policy == "stop" or state.nan_streak >= tr.max_consecutive_nan:
                 raise TrainingError(_nan_message(state, self.run, step))
         rate = state.meter.seen / max(time.perf_counter() - self.t0, 1e-9)
-        self.bar.update(len(self.pending), shown, rate)
-        self.pending.clear()
+        self.bar.update(len(ready), shown, rate)
         self.last_read = time.perf_counter()
 
 
