@@ -179,7 +179,8 @@ class BaseConvLayer(Layer):
         Split input and output channels into this many groups; data does not
         cross group boundaries.
     n : int or None
-        The number of spatial axes; ``None`` infers it from the input shape.
+        The number of spatial axes; ``None`` takes the class's ``_rank`` (the
+        subclasses of fixed rank set it), or else infers it from the input shape.
     **kwargs
         ``name``.
 
@@ -189,6 +190,8 @@ class BaseConvLayer(Layer):
         As Lasagne stores it: ``'full'``/``'same'`` kept, ``'valid'`` and ints as
         an int tuple.  :attr:`resolved_pad` always gives the integers.
     """
+
+    _rank: int | None = None  # the number of spatial axes of a subclass of fixed rank
 
     def __init__(
         self,
@@ -209,8 +212,10 @@ class BaseConvLayer(Layer):
         _check_kwargs(type(self).__name__, kwargs)
         super().__init__(incoming, **kwargs)
         where = _label(type(self).__name__, self.name)
+        if self._rank is not None and n not in (None, self._rank):
+            raise TypeError(f"{where}: is a {self._rank}D convolution, got n={n!r}")
         if n is None:
-            n = len(self.input_shape) - 2
+            n = len(self.input_shape) - 2 if self._rank is None else self._rank
         if n < 1 or len(self.input_shape) != n + 2:
             raise ValueError(
                 f"{where}: tried to create a {n}D convolution layer with input shape "
@@ -349,40 +354,9 @@ class BaseConvLayer(Layer):
 
 
 class _ForwardConvLayer(BaseConvLayer):
-    """A convolution layer of fixed rank on the forward convolution Op."""
+    """A convolution layer of fixed rank (``_rank``) on the forward convolution Op."""
 
     _rank = 2
-
-    def __init__(
-        self,
-        incoming,
-        num_filters: int,
-        filter_size,
-        stride=1,
-        pad=0,
-        untie_biases: bool = False,
-        W=init.GlorotUniform(),
-        b=init.Constant(0.0),
-        nonlinearity: Callable | None = nonlinearities.rectify,
-        flip_filters: bool = True,
-        num_groups: int = 1,
-        **kwargs,
-    ) -> None:
-        super().__init__(
-            incoming,
-            num_filters,
-            filter_size,
-            stride,
-            pad,
-            untie_biases,
-            W,
-            b,
-            nonlinearity,
-            flip_filters,
-            num_groups,
-            n=self._rank,
-            **kwargs,
-        )
 
     def convolve(self, input, **kwargs):
         """Return the convolution of ``input`` with the filters (shape pinned to what the layer knows)."""
@@ -412,71 +386,11 @@ class Conv2DLayer(_ForwardConvLayer):
     (6, 2, 3, 3)
     """
 
-    def __init__(
-        self,
-        incoming,
-        num_filters: int,
-        filter_size,
-        stride=(1, 1),
-        pad=0,
-        untie_biases: bool = False,
-        W=init.GlorotUniform(),
-        b=init.Constant(0.0),
-        nonlinearity: Callable | None = nonlinearities.rectify,
-        flip_filters: bool = True,
-        num_groups: int = 1,
-        **kwargs,
-    ) -> None:
-        super().__init__(
-            incoming,
-            num_filters,
-            filter_size,
-            stride,
-            pad,
-            untie_biases,
-            W,
-            b,
-            nonlinearity,
-            flip_filters,
-            num_groups,
-            **kwargs,
-        )
-
 
 class Conv3DLayer(_ForwardConvLayer):
     """3D convolution layer on ``(batch, channels, depth, rows, cols)``; parameters as :class:`BaseConvLayer`."""
 
     _rank = 3
-
-    def __init__(
-        self,
-        incoming,
-        num_filters: int,
-        filter_size,
-        stride=(1, 1, 1),
-        pad=0,
-        untie_biases: bool = False,
-        W=init.GlorotUniform(),
-        b=init.Constant(0.0),
-        nonlinearity: Callable | None = nonlinearities.rectify,
-        flip_filters: bool = True,
-        num_groups: int = 1,
-        **kwargs,
-    ) -> None:
-        super().__init__(
-            incoming,
-            num_filters,
-            filter_size,
-            stride,
-            pad,
-            untie_biases,
-            W,
-            b,
-            nonlinearity,
-            flip_filters,
-            num_groups,
-            **kwargs,
-        )
 
 
 class _TransposedConvLayer(BaseConvLayer):
@@ -507,10 +421,9 @@ class _TransposedConvLayer(BaseConvLayer):
         output_size=None,
         **kwargs,
     ) -> None:
-        n = self._rank
         if output_size is not None and not isinstance(output_size, Variable):
             where = _label(type(self).__name__, kwargs.get("name"))
-            output_size = _int_tuple(where, "output_size", output_size, n, 1)
+            output_size = _int_tuple(where, "output_size", output_size, self._rank, 1)
         self.output_size = output_size
         super().__init__(
             incoming,
@@ -523,7 +436,6 @@ class _TransposedConvLayer(BaseConvLayer):
             b,
             nonlinearity,
             flip_filters,
-            n=n,
             **kwargs,
         )
         self.crop = self.pad
@@ -574,71 +486,11 @@ class TransposedConv2DLayer(_TransposedConvLayer):
         for the smallest.
     """
 
-    def __init__(
-        self,
-        incoming,
-        num_filters: int,
-        filter_size,
-        stride=(1, 1),
-        crop=0,
-        untie_biases: bool = False,
-        W=init.GlorotUniform(),
-        b=init.Constant(0.0),
-        nonlinearity: Callable | None = nonlinearities.rectify,
-        flip_filters: bool = False,
-        output_size=None,
-        **kwargs,
-    ) -> None:
-        super().__init__(
-            incoming,
-            num_filters,
-            filter_size,
-            stride,
-            crop,
-            untie_biases,
-            W,
-            b,
-            nonlinearity,
-            flip_filters,
-            output_size,
-            **kwargs,
-        )
-
 
 class TransposedConv3DLayer(_TransposedConvLayer):
     """3D transposed convolution (``Deconv3DLayer``); parameters as :class:`TransposedConv2DLayer`."""
 
     _rank = 3
-
-    def __init__(
-        self,
-        incoming,
-        num_filters: int,
-        filter_size,
-        stride=(1, 1, 1),
-        crop=0,
-        untie_biases: bool = False,
-        W=init.GlorotUniform(),
-        b=init.Constant(0.0),
-        nonlinearity: Callable | None = nonlinearities.rectify,
-        flip_filters: bool = False,
-        output_size=None,
-        **kwargs,
-    ) -> None:
-        super().__init__(
-            incoming,
-            num_filters,
-            filter_size,
-            stride,
-            crop,
-            untie_biases,
-            W,
-            b,
-            nonlinearity,
-            flip_filters,
-            output_size,
-            **kwargs,
-        )
 
 
 Deconv2DLayer = TransposedConv2DLayer
@@ -662,6 +514,8 @@ class DilatedConv2DLayer(BaseConvLayer):
 
     Other parameters are as in :class:`BaseConvLayer`.
     """
+
+    _rank = 2
 
     def __init__(
         self,
@@ -697,7 +551,6 @@ class DilatedConv2DLayer(BaseConvLayer):
             b,
             nonlinearity,
             flip_filters,
-            n=2,
             **kwargs,
         )
         del self.stride
