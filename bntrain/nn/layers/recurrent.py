@@ -46,7 +46,7 @@ import pytensor.tensor as pt
 
 from .. import init, nonlinearities, utils
 from . import helper
-from ._recurrence import RecurrenceBase
+from ._recurrence import RecurrenceBase, recurrence_options
 from .base import Layer
 from .dense import DenseLayer
 from .input import InputLayer
@@ -140,14 +140,7 @@ precompute_input, mask_input, only_return_final
         super().__init__(
             incoming,
             {"hid_init": hid_init},
-            mask_input=mask_input,
-            backwards=backwards,
-            learn_init=learn_init,
-            gradient_steps=gradient_steps,
-            grad_clipping=grad_clipping,
-            unroll_scan=unroll_scan,
-            precompute_input=precompute_input,
-            only_return_final=only_return_final,
+            **recurrence_options(locals()),
             **kwargs,
         )
         where = _label(type(self).__name__, self.name)
@@ -329,14 +322,7 @@ unroll_scan, precompute_input, mask_input, only_return_final
             hid_to_hid,
             nonlinearity=nonlinearity,
             hid_init=hid_init,
-            backwards=backwards,
-            learn_init=learn_init,
-            gradient_steps=gradient_steps,
-            grad_clipping=grad_clipping,
-            unroll_scan=unroll_scan,
-            precompute_input=precompute_input,
-            mask_input=mask_input,
-            only_return_final=only_return_final,
+            **recurrence_options(locals()),
             **kwargs,
         )
 
@@ -514,14 +500,7 @@ precompute_input, mask_input, only_return_final
         super().__init__(
             incoming,
             {"hid_init": hid_init, "cell_init": cell_init},
-            mask_input=mask_input,
-            backwards=backwards,
-            learn_init=learn_init,
-            gradient_steps=gradient_steps,
-            grad_clipping=grad_clipping,
-            unroll_scan=unroll_scan,
-            precompute_input=precompute_input,
-            only_return_final=only_return_final,
+            **recurrence_options(locals()),
             **kwargs,
         )
         where = _label(type(self).__name__, self.name)
@@ -611,14 +590,7 @@ unroll_scan, precompute_input, mask_input, only_return_final
         super().__init__(
             incoming,
             {"hid_init": hid_init},
-            mask_input=mask_input,
-            backwards=backwards,
-            learn_init=learn_init,
-            gradient_steps=gradient_steps,
-            grad_clipping=grad_clipping,
-            unroll_scan=unroll_scan,
-            precompute_input=precompute_input,
-            only_return_final=only_return_final,
+            **recurrence_options(locals()),
             **kwargs,
         )
         gates = {"resetgate": resetgate, "updategate": updategate, "hidden_update": hidden_update}
