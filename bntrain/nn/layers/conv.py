@@ -139,6 +139,27 @@ def _int_tuple(where: str, what: str, value, n: int, minimum: int) -> tuple[int,
     return tuple(int(v) for v in values)
 
 
+def _check_rank(where: str, what: str, input_shape: tuple, n: int) -> None:
+    """Refuse an ``input_shape`` that is not ``(batch, channels, *n spatial)`` (or ``n < 1``)."""
+    if n < 1 or len(input_shape) != n + 2:
+        raise ValueError(
+            f"{where}: tried to create a {n}D {what} layer with input shape "
+            f"{input_shape!r}. Expected {n + 2} input dimensions "
+            f"(batch, channels, {n} spatial dimensions)"
+        )
+
+
+def _spatial_input(layer: Layer, input, n: int) -> pt.TensorVariable:
+    """``input`` as a tensor of ``n + 2`` dimensions, or an error naming ``layer``."""
+    input = pt.as_tensor_variable(input)
+    if input.ndim != n + 2:
+        raise ValueError(
+            f"{_label(type(layer).__name__, layer.name)}: expected a {n + 2}-dimensional "
+            f"input, got ndim={input.ndim}"
+        )
+    return input
+
+
 def _int_pair(where: str, what: str, value, minimum: int) -> tuple[int, int]:
     """``value`` as a pair of ints >= ``minimum`` (see :func:`_int_tuple`)."""
     return _int_tuple(where, what, value, 2, minimum)
@@ -216,12 +237,7 @@ class BaseConvLayer(Layer):
             raise TypeError(f"{where}: is a {self._rank}D convolution, got n={n!r}")
         if n is None:
             n = len(self.input_shape) - 2 if self._rank is None else self._rank
-        if n < 1 or len(self.input_shape) != n + 2:
-            raise ValueError(
-                f"{where}: tried to create a {n}D convolution layer with input shape "
-                f"{self.input_shape!r}. Expected {n + 2} input dimensions "
-                f"(batch, channels, {n} spatial dimensions)"
-            )
+        _check_rank(where, "convolution", self.input_shape, n)
         self.n = n
         if nonlinearity is None:
             nonlinearity = nonlinearities.identity
@@ -337,12 +353,7 @@ class BaseConvLayer(Layer):
 
     def get_output_for(self, input, **kwargs):
         """Return ``nonlinearity(convolve(input) + b)``."""
-        input = pt.as_tensor_variable(input)
-        if input.ndim != self.n + 2:
-            raise ValueError(
-                f"{_label(type(self).__name__, self.name)}: expected a {self.n + 2}-dimensional "
-                f"input, got ndim={input.ndim}"
-            )
+        input = _spatial_input(self, input, self.n)
         conved = self.convolve(input, **kwargs)
         if self.b is None:
             activation = conved
