@@ -28,7 +28,7 @@ from pytensor.graph.basic import Variable
 from .. import init, nonlinearities, utils
 from ..ops.conv import ConvNdGradInputs, conv
 from .base import Layer
-from .special import _check_kwargs, _label
+from .special import _check_kwargs, _label, _nonlinearity, _positive_int
 
 __all__ = [
     "BaseConvLayer",
@@ -239,16 +239,8 @@ class BaseConvLayer(Layer):
             n = len(self.input_shape) - 2 if self._rank is None else self._rank
         _check_rank(where, "convolution", self.input_shape, n)
         self.n = n
-        if nonlinearity is None:
-            nonlinearity = nonlinearities.identity
-        if not callable(nonlinearity):
-            raise TypeError(f"{where}: nonlinearity must be callable or None, got {nonlinearity!r}")
-        self.nonlinearity = nonlinearity
-        if isinstance(num_filters, bool) or not isinstance(num_filters, utils.int_types):
-            raise TypeError(f"{where}: num_filters must be an int, got {num_filters!r}")
-        if num_filters <= 0:
-            raise ValueError(f"{where}: num_filters must be positive, got {num_filters!r}")
-        self.num_filters = int(num_filters)
+        self.nonlinearity = _nonlinearity(where, nonlinearity)
+        self.num_filters = _positive_int(where, "num_filters", num_filters)
         self.filter_size = _int_tuple(where, "filter_size", filter_size, n, 1)
         self.stride = _int_tuple(where, "stride", stride, n, 1)
         self.untie_biases = bool(untie_biases)
