@@ -14,7 +14,6 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-import pytensor
 import pytensor.tensor as pt
 
 from .base import Layer
@@ -72,15 +71,8 @@ class GhostBatchNormLayer(BatchNormLayer):
         **kwargs,
     ) -> pt.TensorVariable:
         """Normalize ``input`` per group (arguments as :meth:`BatchNormLayer.get_output_for`)."""
-        use_averages = (
-            bool(deterministic)
-            if batch_norm_use_averages is None
-            else self._flag_for_self(batch_norm_use_averages, "batch_norm_use_averages")
-        )
-        update_averages = (
-            not deterministic
-            if batch_norm_update_averages is None
-            else self._flag_for_self(batch_norm_update_averages, "batch_norm_update_averages")
+        use_averages, update_averages = self._flags(
+            deterministic, batch_norm_use_averages, batch_norm_update_averages
         )
         if update_averages and collect_updates is None:
             raise ValueError(
@@ -96,9 +88,7 @@ class GhostBatchNormLayer(BatchNormLayer):
                 batch_norm_use_averages=use_averages,
                 batch_norm_update_averages=False,
             )
-        input = pt.as_tensor_variable(input)
-        if not input.dtype.startswith("float"):
-            input = pt.cast(input, pytensor.config.floatX)
+        input = self._float_input(input)
         dtype = input.dtype
         v = self.virtual_batch_size
         rest = [
