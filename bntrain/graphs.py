@@ -28,9 +28,16 @@ class TrainStep:
     Attributes
     ----------
     fn : callable
-        ``fn(x, y) -> (loss, accuracy)``; applies the updates.
-    lr : SharedVariable
-        The learning rate (float32 scalar), set before each step by the schedule.
+        ``fn(x, y) -> (loss, accuracy)``; applies the updates.  In JAX mode the
+        two are device arrays: reading them waits for the step.
+    lr_table : numpy.ndarray
+        The float32 learning rate of every optimizer step of the run, in order
+        (the last value holds for any step past the end).  It is a constant of
+        the compiled graph, indexed by ``counter``: no learning rate travels
+        from the host while training.
+    counter : SharedVariable
+        The optimizer steps done (int64); every optimizer step adds one, also
+        one that ``nan_policy: skip`` skipped.  :meth:`set_step` sets it on resume.
     optimizer_state : OrderedDict
         Optimizer slots by name.
     apply : callable or None
@@ -44,10 +51,19 @@ class TrainStep:
     """
 
     fn: object
-    lr: object
+    lr_table: np.ndarray
+    counter: object
     optimizer_state: OrderedDict
     rng_cells: dict = field(default_factory=dict)
     apply: object = None
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimizer step ``step`` (0-based), as the graph uses it."""
+        return float(self.lr_table[min(max(step, 0), len(self.lr_table) - 1)])
+
+    def set_step(self, step: int) -> None:
+        """Continue from ``step`` optimizer steps done (the learning rate follows)."""
+        self.counter.set_value(np.int64(step))
 
     def rng_state(self, layer) -> dict:
         """The current state of a dropout layer's generator, as JSON-able data."""
@@ -178,7 +194,12 @@ def network_function(network, make_outputs, mode: str, wrap=None):
 
 
 def build_train_step(
-    network, training, mode: str, batch_size: int | None = None, bn_groups: int = 1
+    network,
+    training,
+    mode: str,
+    batch_size: int | None = None,
+    lr_table=None,
+    bn_groups: int = 1,
 ) -> TrainStep:
     """Compile the training step for ``network`` with the ``training`` config section.
 
@@ -214,21 +235,33 @@ def build_train_step(
         penalty = regularization.regularize_network_params(network.output_layer, regularization.l2)
         cost = loss + np.float32(opt.weight_decay / 2) * penalty
     params = L.get_all_params(network.output_layer, trainable=True)
-    lr = pytensor.shared(np.float32(opt.lr), name="lr")
+    table = np.atleast_1d(np.asarray(opt.lr if lr_table is None else lr_table, np.float32))
+    counter = pytensor.shared(np.int64(0), name="optimizer_steps")
+    lr = pt.constant(table, name="lr_table")[pt.minimum(counter, len(table) - 1)]
     regularizable = set(L.get_all_params(network.output_layer, regularizable=True))
     apply = None
+    step_count = OrderedDict([(counter, counter + 1)])  # never guarded: a skipped step counts
     if getattr(training, "accumulate", 1) > 1:
-        ups, apply, state = _accumulation(opt, cost, params, lr, regularizable, mode)
+        ups, apply, state = _accumulation(opt, cost, params, lr, regularizable, mode, step_count)
     else:
         ups = _optimizer_updates(opt, cost, params, lr, regularizable)
         state = updates.optimizer_state(ups, params)
     ups.update(layer_updates)
     if training.nan_policy == "skip":
         ups = _guard(ups, pt.isfinite(loss))
+    if apply is None:
+        ups.update(step_count)
     fn = pytensor.function([x, y], [loss, acc], updates=ups, mode=mode)
     dropout = network.dropout_layers
     cells = _jax_rng_cells(fn, dropout) if mode == "JAX" and dropout else {}
-    return TrainStep(fn=fn, lr=lr, optimizer_state=state, rng_cells=cells, apply=apply)
+    return TrainStep(
+        fn=fn,
+        lr_table=table,
+        counter=counter,
+        optimizer_state=state,
+        rng_cells=cells,
+        apply=apply,
+    )
 
 
 def _guard(ups: OrderedDict, ok) -> OrderedDict:
@@ -239,13 +272,14 @@ def _guard(ups: OrderedDict, ok) -> OrderedDict:
     )
 
 
-def _accumulation(opt, cost, params, lr, regularizable, mode):
+def _accumulation(opt, cost, params, lr, regularizable, mode, counter_update):
     """Gradient accumulation: the micro-batch updates, the compiled ``apply()`` and its slots.
 
     Each micro-batch adds its gradients into a float32 accumulator per parameter
     and counts itself; ``apply()`` steps the optimizer with the mean over the
     micro-batches counted (so a short last cycle of an epoch is a mean too),
-    then zeroes the accumulators.  ``apply()`` changes nothing if none was counted.
+    then zeroes the accumulators and applies ``counter_update`` (the step counter's
+    update).  ``apply()`` changes nothing else if no micro-batch was counted.
     """
     grads = pytensor.grad(cost, params)
     sums = [pytensor.shared(np.zeros_like(p.get_value()), name=f"accum.{p.name}") for p in params]
@@ -259,6 +293,7 @@ def _accumulation(opt, cost, params, lr, regularizable, mode):
     for s in sums:
         step[s] = pt.zeros_like(s)
     step[count] = pt.zeros_like(count)
+    step.update(counter_update)
     return micro, pytensor.function([], [], updates=step, mode=mode), state
 
 

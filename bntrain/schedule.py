@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["learning_rate"]
+import numpy as np
+
+__all__ = ["learning_rate", "lr_table", "steps_per_epoch"]
 
 
 def learning_rate(
@@ -41,3 +43,28 @@ def learning_rate(
         where = step if schedule.unit == "steps" else epoch_pos
         return base_lr * schedule.gamma ** sum(where >= m for m in schedule.milestones)
     raise ValueError(f"unknown schedule {schedule.name!r}")
+
+
+def steps_per_epoch(n_batches: int, accumulate: int = 1) -> int:
+    """Optimizer steps in an epoch of ``n_batches``: cycles of ``accumulate`` micro-batches."""
+    return math.ceil(n_batches / accumulate)
+
+
+def lr_table(training, steps_per_epoch: int) -> np.ndarray:
+    """The float32 learning rate of every optimizer step of a run, in order.
+
+    ``training`` is the config's ``training`` section.  Where the rate never
+    changes, the table holds the one value (a step past the end of a table uses
+    its last value).
+    """
+    steps = max(training.epochs * steps_per_epoch, 1)
+    rates = np.array(
+        [
+            learning_rate(
+                training.schedule, training.optimizer.lr, s, steps_per_epoch, training.epochs
+            )
+            for s in range(steps)
+        ],
+        dtype=np.float32,
+    )
+    return rates[:1] if (rates == rates[0]).all() else rates

@@ -50,7 +50,7 @@ from .model import build_network
 from .parallel import DataParallel, check_parallel_config, resolve_devices
 from .rundir import checked_folder, new_run_folder, run_lock
 from .runreport import RunReport
-from .schedule import learning_rate
+from .schedule import lr_table, steps_per_epoch
 from .trainstate import Best, TrainState
 
 __all__ = ["FitResult", "fit", "run_dir_for", "METRICS_COLUMNS"]
@@ -104,22 +104,10 @@ class _Run:
     report: RunReport
     augment: Augmenter | None = None
     cluster: Cluster = field(default_factory=Cluster)
-    _lr: np.float32 | None = None  # the value last given to the step function
-
     ramp: object = None
 
-    @property
-    def steps_per_epoch(self) -> int:
-        """Optimizer steps per epoch: cycles of ``training.accumulate`` micro-batches."""
-        return math.ceil(self.n_batches / self.training.accumulate)
-
-    def lr_at(self, step: int) -> float:
-        tr = self.training
-        return learning_rate(tr.schedule, tr.optimizer.lr, step, self.steps_per_epoch, tr.epochs)
-
     def before_batch(self, state: TrainState) -> None:
-        """Set the learning rate (and the renorm bounds) for the optimizer step in progress."""
-        self.set_lr(state)
+        """Set the renorm bounds for the optimizer step in progress (the learning rate is in the graph)."""
         if self.ramp is not None:
             self.ramp.set_step(state.step)
 
@@ -132,12 +120,10 @@ class _Run:
             state.step_fn.apply()
         return True
 
-    def set_lr(self, state: TrainState) -> None:
-        """Give the step function the learning rate of the next step, only when it changes."""
-        lr = np.float32(self.lr_at(state.step))
-        if lr != self._lr:
-            state.step_fn.lr.set_value(lr)
-            self._lr = lr
+    def checkpoint_due(self, state: TrainState, stepped: bool) -> bool:
+        """Whether ``training.checkpoint_every_steps`` asks for ``last.h5`` inside the epoch now."""
+        every = self.training.checkpoint_every_steps
+        return bool(stepped and every and state.step % every == 0 and state.batch < self.n_batches)
 
     def batches(self, state: TrainState) -> BatchIterator:
         """The rest of the current epoch's batches, in the order fixed by (seed, epoch)."""
@@ -161,7 +147,7 @@ class _Run:
         row = {
             "epoch": state.epoch + 1,
             "step": state.step,
-            "lr": float(state.step_fn.lr.get_value()),
+            "lr": state.lr,
             "train_loss": loss,
             "train_acc": acc,
             "val_loss": None,
@@ -252,29 +238,79 @@ def _train(run: _Run, state: TrainState, stop: StopRequest, progress: bool, log)
 
 def _train_epoch(run: _Run, state: TrainState, stop: StopRequest, progress: bool, t0) -> None:
     """The rest of the current epoch's steps (and ``checkpoint_every_steps`` checkpoints)."""
-    tr, every = run.training, run.training.checkpoint_every_steps
+    tr = run.training
     batches = run.batches(state)
     bar = _Progress(progress, run.n_batches, f"epoch {state.epoch + 1}/{tr.epochs}", state.batch)
+    results = _Results(run, state, bar, t0)
     try:
         for x, y in batches:
             run.before_batch(state)
             loss, acc = state.step_fn.fn(x, y)
             stepped = run.after_batch(state)
-            seen = len(x) * run.cluster.count  # x is this process's slice of the batch
-            if state.count_step(float(loss), float(acc), seen, stepped):
-                bar.update(loss, acc, state.meter.seen / max(time.perf_counter() - t0, 1e-9))
-                save = stepped and every and state.step % every == 0
-                if save and state.batch < run.n_batches:
-                    run.checkpoint(state)
-            elif tr.nan_policy == "stop" or state.nan_streak >= tr.max_consecutive_nan:
-                raise TrainingError(_nan_message(state, run))
+            state.advance(stepped)
+            results.add(loss, acc, len(x) * run.cluster.count)  # x: this process's slice
+            if run.checkpoint_due(state, stepped):
+                results.read()  # raises on a NaN first: nothing is saved from a NaN state
+                run.checkpoint(state)
             run.check_stop(stop, state)
+        results.read()
     finally:
         bar.close()
         batches.close()
 
 
-def _nan_message(state: TrainState, run: _Run) -> str:
+class _Results:
+    """The losses and accuracies of the batches run but not yet read back from the device.
+
+    Reading a result waits for its step, so the loop reads them in bunches: when
+    ``READ_EVERY`` are pending or ``READ_SECONDS`` have passed (for the progress
+    bar), all but the newest, which keeps the device busy while the host reads;
+    before a checkpoint and at the end of the epoch, all.  Until then the next
+    steps are queued behind the running one.  A non-finite loss is therefore
+    noticed up to ``READ_EVERY`` batches late, always before anything is saved.
+    """
+
+    READ_EVERY = 32
+    READ_SECONDS = 0.5
+
+    def __init__(self, run: _Run, state: TrainState, bar: _Progress, t0: float):
+        self.run, self.state, self.bar, self.t0 = run, state, bar, t0
+        self.pending: list[tuple] = []
+        self.last_read = t0
+
+    def add(self, loss, acc, n: int) -> None:
+        """Queue a batch's results (``state`` already advanced past it); maybe read the queue."""
+        self.pending.append((loss, acc, n, self.state.step))
+        now = time.perf_counter()
+        if len(self.pending) >= self.READ_EVERY or now - self.last_read >= self.READ_SECONDS:
+            self.read(keep=1)
+
+    def read(self, keep: int = 0) -> None:
+        """Account the pending results but the newest ``keep``, in order; raise on a NaN.
+
+        Raises
+        ------
+        TrainingError
+            On a non-finite loss that ``training.nan_policy`` does not let pass.
+        """
+        state, tr = self.state, self.run.training
+        ready, self.pending = (
+            self.pending[: len(self.pending) - keep],
+            self.pending[len(self.pending) - keep :],
+        )
+        shown = None
+        for loss, acc, n, step in ready:
+            loss, acc = float(loss), float(acc)
+            if state.account(loss, acc, n):
+                shown = loss, acc
+            elif tr.nan_policy == "stop" or state.nan_streak >= tr.max_consecutive_nan:
+                raise TrainingError(_nan_message(state, self.run, step))
+        rate = state.meter.seen / max(time.perf_counter() - self.t0, 1e-9)
+        self.bar.update(len(ready), shown, rate)
+        self.last_read = time.perf_counter()
+
+
+def _nan_message(state: TrainState, run: _Run, step: int) -> str:
     tr = run.training
     why = (
         ""
@@ -282,7 +318,7 @@ def _nan_message(state: TrainState, run: _Run) -> str:
         else f" for {state.nan_streak} consecutive steps (training.max_consecutive_nan)"
     )
     return (
-        f"loss became NaN/Inf at epoch {state.epoch + 1}, step {state.step}{why}; training stopped "
+        f"loss became NaN/Inf at epoch {state.epoch + 1}, step {step}{why}; training stopped "
         f"and {run.last_good()}; try a lower training.optimizer.lr or "
         f"training.optimizer.grad_clip_norm"
     )
@@ -431,19 +467,7 @@ def _setup(config, runtime: Runtime, n_devices: int, network, data, run_dir: Pat
     preprocess = Preprocessor(scale=pre.scale, standardize=pre.standardize)
     if ckpt is None and pre.standardize:
         preprocess.fit(data.train, tr.batch_size)
-    t0 = time.perf_counter()
-    static = tr.batch_size if runtime.static_batch else None
-    dp = DataParallel(n_devices, runtime.device) if n_devices > 1 else None
-    groups = n_devices if dp is not None and not config.model.batch_norm.sync else 1
-    step_fn = build_train_step(network, tr, runtime.mode, batch_size=static, bn_groups=groups)
-    if dp is not None:
-        step_fn.fn = dp.wrap(step_fn.fn, local=True)  # each process passes its slice
-        step_fn.apply = None if step_fn.apply is None else dp.wrap(step_fn.apply)
-    predict = build_predict(network, runtime.mode, wrap=None if dp is None else dp.wrap)
     cluster = current()
-    info = _run_info(config, runtime, t0) | {"devices": n_devices, "processes": cluster.count}
-    config_text = dump_config(config, extra={"run": info})
-    metric = tr.best_metric if data.val is not None else tr.best_metric.replace("val_", "train_")
     # whole groups for ghost batch norm, whole slices for every process
     whole = config.model.batch_norm.virtual_batch_size is not None or cluster.count > 1
     drop_last = _drop_last(
@@ -451,6 +475,12 @@ def _setup(config, runtime: Runtime, n_devices: int, network, data, run_dir: Pat
     )
     n = len(data.train)
     n_batches = n // tr.batch_size if drop_last else math.ceil(n / tr.batch_size)
+    t0 = time.perf_counter()
+    table = lr_table(tr, steps_per_epoch(n_batches, tr.accumulate))
+    step_fn, predict = _compile(network, config, runtime, n_devices, table)
+    info = _run_info(config, runtime, t0) | {"devices": n_devices, "processes": cluster.count}
+    config_text = dump_config(config, extra={"run": info})
+    metric = tr.best_metric if data.val is not None else tr.best_metric.replace("val_", "train_")
     writer = cluster.writer  # plots and TensorBoard from process 0 only
     resumed = None if ckpt is None else ckpt.step
     report = RunReport(run_dir, tr.plot and writer, tr.tensorboard and writer, resumed, log)
@@ -491,6 +521,22 @@ def _setup(config, runtime: Runtime, n_devices: int, network, data, run_dir: Pat
     where = f" and batch {state.batch}" if state.batch else ""
     log(f"resuming {run_dir} after epoch {state.epoch}{where} (step {state.step})")
     return run, state
+
+
+def _compile(network, config, runtime: Runtime, n_devices: int, lr_table):
+    """The training step and prediction function, data-parallel over ``n_devices`` if > 1."""
+    tr = config.training
+    static = tr.batch_size if runtime.static_batch else None
+    dp = DataParallel(n_devices, runtime.device) if n_devices > 1 else None
+    groups = n_devices if dp is not None and not config.model.batch_norm.sync else 1
+    step_fn = build_train_step(
+        network, tr, runtime.mode, batch_size=static, lr_table=lr_table, bn_groups=groups
+    )
+    if dp is not None:
+        step_fn.fn = dp.wrap(step_fn.fn, local=True)  # each process passes its slice
+        step_fn.apply = None if step_fn.apply is None else dp.wrap(step_fn.apply)
+    predict = build_predict(network, runtime.mode, wrap=None if dp is None else dp.wrap)
+    return step_fn, predict
 
 
 def _run_info(config, runtime: Runtime, t0: float) -> dict:
@@ -609,15 +655,16 @@ class _Progress:
                 total=total, initial=initial, desc=desc, unit="batch", leave=False, file=sys.stderr
             )
 
-    def update(self, loss: float, acc: float, rate: float) -> None:
-        if self.bar is not None:
+    def update(self, batches: int, shown: tuple[float, float] | None, rate: float) -> None:
+        """Move on by ``batches``; show the latest finite (loss, accuracy) and examples per second."""
+        if self.bar is None:
+            return
+        if shown is not None:
+            loss, acc = shown
             self.bar.set_postfix(
-                loss=f"{float(loss):.4f}",
-                acc=f"{float(acc):.3f}",
-                samples_s=f"{rate:.0f}",
-                refresh=False,
+                loss=f"{loss:.4f}", acc=f"{acc:.3f}", samples_s=f"{rate:.0f}", refresh=False
             )
-            self.bar.update(1)
+        self.bar.update(batches)
 
     def close(self) -> None:
         if self.bar is not None:

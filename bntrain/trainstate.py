@@ -83,13 +83,17 @@ class TrainState:
     nan_streak: int = 0  # non-finite losses in a row
     meter: EpochMeter = field(default_factory=EpochMeter)
 
-    def count_step(self, loss: float, acc: float, n: int, stepped: bool = True) -> bool:
-        """Advance past a (micro-)batch; return False (counting the streak) if its loss is not finite.
-
-        ``stepped``: the batch closed an optimizer step (always, without accumulation).
-        """
+    def advance(self, stepped: bool = True) -> None:
+        """Count a (micro-)batch trained; ``stepped``: it closed an optimizer step."""
         self.step += int(stepped)
         self.batch += 1
+
+    def account(self, loss: float, acc: float, n: int) -> bool:
+        """Add a batch's results to the epoch's sums; False (counting the streak) if not finite.
+
+        Called in the order the batches ran, possibly a few batches after
+        :meth:`advance` (the loop reads the results from the device in bunches).
+        """
         if not math.isfinite(loss):
             self.nan_streak += 1
             return False
@@ -104,9 +108,14 @@ class TrainState:
         self.meter = EpochMeter()
         return self.best.update(value, self.epoch)
 
+    @property
+    def lr(self) -> float:
+        """The learning rate of the last optimizer step done (of the first, before any)."""
+        return self.step_fn.lr_at(self.step - 1)
+
     def to_checkpoint(self, path: Path) -> None:
         """Write this state (and the network, optimizer and generators) to ``path`` atomically."""
-        lr = float(self.step_fn.lr.get_value())
+        lr = self.lr
         save_checkpoint(
             path,
             layers=self.network.layers,
@@ -168,6 +177,7 @@ class TrainState:
         ts = ckpt.train_state
         state = cls(network, step_fn, preprocess, optimizer, config_text, best)
         state.epoch, state.step = int(ts["epoch"]), int(ts["step"])
+        step_fn.set_step(state.step)
         state.batch = int(ts.get("batch", 0) or 0)
         state.nan_streak = int(ts.get("nan_streak", 0) or 0)
         if state.batch:

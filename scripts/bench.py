@@ -7,6 +7,7 @@ Usage::
     .venv/bin/python scripts/bench.py --device gpu       # bntrain on JAX/CUDA, PyTorch on CUDA
     .venv/bin/python scripts/bench.py --traffic          # JAX mode: host<->device bytes per step,
                                                          # and bytes all-reduced over the devices
+    .venv/bin/python scripts/bench.py --fit              # bntrain fit end to end vs a PyTorch loop
 
 Models (batch-normalized, float32, SGD with Nesterov momentum 0.9, random data
 from ``np.random.default_rng(seed)`` generated in each process):
@@ -544,6 +545,10 @@ def _worker_main(args) -> None:
         out = worker_profile(spec, args.mode, args.steps)
     elif args.worker == "quickstart":
         out = worker_quickstart(args.config, args.backend_name, args.device_name, args.t0)
+    elif args.worker == "fit":
+        from bench_fit import worker_fit
+
+        out = worker_fit(spec, args.epochs, args.examples, args.augment, args.seed)
     elif args.worker == "gpu-peak":
         out = worker_gpu_peak()
     else:
@@ -787,6 +792,64 @@ def run_benchmark(args) -> dict:
     }
 
 
+def run_fit_benchmark(args) -> dict:
+    """``--fit``: alternate the step, fit, fit + augment and PyTorch loop runs; medians as rows."""
+    from bench_fit import FIT_SIZES, SMOKE_FIT_SIZES
+
+    threads = args.threads or os.cpu_count() or 1
+    env = _thread_env(threads, {"JAX_PLATFORMS": "cpu"})
+    specs = SMOKE_SPECS if args.smoke else SPECS
+    sizes = SMOKE_FIT_SIZES if args.smoke else FIT_SIZES
+    torch_python = find_torch_python(args.torch_python)
+    models = [m for m in args.models if m != "resnet"]  # the ResNet has no YAML twin here
+    keys = ("step", "fit", "augment", "torch")
+    res: dict[tuple[str, str], list] = {}
+    for _ in range(args.rounds):
+        for name in models:
+            spec = json.dumps(specs[name])
+            examples, epochs = sizes[name]
+            sized = ["--epochs", str(epochs), "--examples", str(examples)]
+            runs = {
+                "step": [sys.executable, __file__, "--worker", "train", "--spec", spec, "--steps",
+                         str(3 if args.smoke else 30), "--warmup", "5", "--mode", "JAX"],
+                "fit": [sys.executable, __file__, "--worker", "fit", "--spec", spec, *sized],
+            }  # fmt: skip
+            if specs[name]["kind"] != "mlp":
+                runs["augment"] = runs["fit"] + ["--augment"]
+            if torch_python:
+                runs["torch"] = [torch_python, str(SCRIPTS / "bench_torch.py"), "--fit",
+                                 "--spec", spec, "--threads", str(threads), *sized]  # fmt: skip
+            for key, cmd in runs.items():
+                res.setdefault((name, key), []).append(_run_json(cmd, env, args.timeout))
+    rows = []
+    for name in models:
+        rate = {key: _median(res.get((name, key), []), "samples_s") for key in keys}
+
+        def ratio(a, b, rate=rate):
+            return _fmt(rate[a] / rate[b], ".2f") if rate[a] and rate[b] else "n/a"
+
+        rows.append(
+            {
+                "model": LABELS[name],
+                "step only": _fmt(rate["step"], ".0f"),
+                "fit": _fmt(rate["fit"], ".0f"),
+                "fit / step": ratio("fit", "step"),
+                "PyTorch loop": _fmt(rate["torch"], ".0f"),
+                "fit / PyTorch": ratio("fit", "torch"),
+                "fit + augment": _fmt(rate["augment"], ".0f"),
+                "augment / plain": ratio("augment", "fit"),
+                "peak MiB fit": _fmt(_median(res[(name, "fit")], "peak_mib"), ".0f"),
+                "peak MiB PyTorch": _fmt(_median(res.get((name, "torch"), []), "peak_mib"), ".0f"),
+            }
+        )
+    return {
+        "machine": machine_description(torch_python, sgemm_peak(512, 3), threads),
+        "rounds": args.rounds,
+        "rows": rows,
+        "raw": {f"{k[0]}/{k[1]}": v for k, v in res.items()},
+    }
+
+
 def _table(rows: list[dict], columns: list[str]) -> str:
     lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows]
@@ -821,6 +884,11 @@ def _parser() -> argparse.ArgumentParser:
         "--traffic", action="store_true", help="JAX host<->device and all-reduce traffic report"
     )
     ap.add_argument(
+        "--fit",
+        action="store_true",
+        help="bntrain fit end to end vs a hand-written PyTorch loop (and with augmentation)",
+    )
+    ap.add_argument(
         "--profile",
         choices=list(SPECS),
         default=None,
@@ -834,8 +902,12 @@ def _parser() -> argparse.ArgumentParser:
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     # worker-only arguments
     ap.add_argument(
-        "--worker", choices=("train", "recompute", "quickstart", "traffic", "profile", "gpu-peak")
+        "--worker",
+        choices=("train", "recompute", "quickstart", "traffic", "profile", "gpu-peak", "fit"),
     )
+    ap.add_argument("--epochs", type=int, default=3, help=argparse.SUPPRESS)
+    ap.add_argument("--examples", type=int, default=4096, help=argparse.SUPPRESS)
+    ap.add_argument("--augment", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--spec", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--warmup", type=int, default=3, help=argparse.SUPPRESS)
     ap.add_argument("--mode", default="NUMBA", help=argparse.SUPPRESS)
@@ -873,6 +945,17 @@ def main(argv=None) -> int:
             print(f"  {key}: {value}")
         if args.json:
             args.json.write_text(json.dumps({"traffic": report}, indent=2))
+        return 0
+    if args.fit:
+        from bench_fit import FIT_COLUMNS
+
+        result = run_fit_benchmark(args)
+        print(result["machine"])
+        print(f"median of {result['rounds']} alternating rounds; samples/s")
+        print()
+        print(_table(result["rows"], FIT_COLUMNS))
+        if args.json:
+            args.json.write_text(json.dumps(result, indent=2))
         return 0
     if args.profile:
         threads = args.threads or os.cpu_count() or 1

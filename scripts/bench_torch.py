@@ -22,7 +22,7 @@ import resource
 import sys
 import time
 
-__all__ = ["build_model", "time_steps", "main"]
+__all__ = ["build_model", "time_steps", "run_fit", "main"]
 
 EPS = 1e-4  # bntrain's BatchNormLayer default
 BN_MOMENTUM = 0.1  # bntrain's alpha
@@ -199,6 +199,59 @@ def run(
     }
 
 
+def run_fit(spec: dict, epochs: int, examples: int, threads: int, seed: int) -> dict:
+    """A hand-written training loop over in-memory tensors, timed per epoch (``bench.py --fit``).
+
+    What a PyTorch user writes: each epoch shuffles the examples
+    (``torch.randperm``), trains on every full batch, adds ``loss.item()`` and the
+    batch's correct count to running sums, and saves the ``state_dict``.  The
+    examples per second cover epochs 2 to ``epochs`` (epoch 1 warms up).
+    """
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    xs = torch.from_numpy(rng.normal(size=(examples, *input_shape(spec))).astype(np.float32))
+    ys = torch.from_numpy(rng.integers(0, spec["classes"], size=examples)).long()
+    model = build_model(spec).train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * (examples // spec["batch"]))
+    loss_fn = torch.nn.CrossEntropyLoss()
+    gen = torch.Generator().manual_seed(seed)
+    batch, n_batches = spec["batch"], examples // spec["batch"]
+    ends = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(epochs):
+            order = torch.randperm(examples, generator=gen)
+            loss_sum = correct = 0.0
+            for b in range(n_batches):
+                idx = order[b * batch : (b + 1) * batch]
+                x, y = xs[idx], ys[idx]
+                opt.zero_grad(set_to_none=True)
+                out = model(x)
+                loss = loss_fn(out, y)
+                loss.backward()
+                opt.step()
+                sched.step()
+                loss_sum += loss.item()
+                correct += (out.argmax(1) == y).sum().item()
+            torch.save(model.state_dict(), f"{tmp}/last.pt")
+            ends.append(time.perf_counter())
+    timed = n_batches * batch * (epochs - 1)
+    return {
+        "framework": "pytorch",
+        "backend": "eager-cpu",
+        "version": torch.__version__,
+        "samples_s": timed / (ends[-1] - ends[0]),
+        "epoch_s": [b - a for a, b in zip(ends, ends[1:], strict=False)],
+        "peak_mib": peak_mib(),
+    }
+
+
 def main(argv=None) -> None:
     """Parse the arguments, run, print one JSON line."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -210,7 +263,14 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--t0", type=float, default=None, help="process start (time.time())")
     ap.add_argument("--gpu-precision", choices=("tf32", "float32"), default="tf32")
+    ap.add_argument("--fit", action="store_true", help="time the epoch loop (run_fit)")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--examples", type=int, default=4096)
     args = ap.parse_args(argv)
+    if args.fit:
+        result = run_fit(json.loads(args.spec), args.epochs, args.examples, args.threads, args.seed)
+        sys.stdout.write(json.dumps(result) + "\n")
+        return
     t0 = args.t0 if args.t0 is not None else time.time()
     result = run(
         json.loads(args.spec),

@@ -63,23 +63,26 @@ def test_same_seed_gives_the_same_run(cfg_path, straight):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-def test_training_batches_are_the_augmented_ones_and_a_constant_lr_is_set_once(
+def test_training_batches_are_the_augmented_ones_and_no_lr_is_sent_per_step(
     cfg_path, monkeypatch
 ):
-    seen, lrs = [], []
+    seen, sets, steps = [], [], []
     real = T.build_train_step
 
     def build(*args, **kwargs):
         step = real(*args, **kwargs)
-        inner, set_lr = step.fn, step.lr.set_value
+        inner, set_counter = step.fn, step.counter.set_value
         step.fn = lambda x, y: (seen.append(x.copy()), inner(x, y))[1]
-        step.lr.set_value = lambda v: (lrs.append(v), set_lr(v))[1]
+        step.counter.set_value = lambda v: (sets.append(v), set_counter(v))[1]
+        steps.append(step)
         return step
 
     monkeypatch.setattr(T, "build_train_step", build)
-    cfg = config(cfg_path, "seen", "training.epochs=1", "training.schedule.name=constant")
+    cfg = config(cfg_path, "seen", "training.epochs=1", "training.schedule.name=cosine")
     fit(cfg)
-    assert lrs == [np.float32(0.05)]  # no host-to-device transfer per step
+    # the rates live in the compiled graph: nothing is sent to the device per step
+    assert sets == [] and len(steps[0].lr_table) == len(seen)
+    assert int(steps[0].counter.get_value()) == len(seen)
     data = open_config_data(cfg, which=("train",))
     it = T.BatchIterator(data.train, 64, shuffle=True, seed=3, epoch=0, drop_last=True)
     aug = Augmenter.from_config(cfg.data.augment, 3)

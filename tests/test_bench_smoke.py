@@ -190,3 +190,45 @@ def test_traffic_report_smoke():
     assert int(report["param_state_vars_held_as_jax_arrays"]) == n_vars
     assert int(report["compiles_in_12_steps_alternating_full_partial"]) <= 1
     assert report["input_bytes_per_step"] == str(8 * 20 * 4 + 8 * 4)
+
+
+def test_fit_smoke_fills_the_bntrain_columns(tmp_path):
+    out = tmp_path / "fit.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--fit", "--smoke", "--models", "cnn",
+         "--torch-python", str(tmp_path / "no-python"), "--json", str(out)],
+        capture_output=True, text=True, timeout=400, cwd=ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_fit import FIT_COLUMNS
+
+    assert "| " + " | ".join(FIT_COLUMNS) + " |" in proc.stdout
+    (row,) = json.loads(out.read_text())["rows"]
+    for key in ("step only", "fit", "fit / step", "fit + augment", "augment / plain"):
+        assert _is_number(row[key]), (key, row[key])
+    assert row["PyTorch loop"] == "n/a" and row["fit / PyTorch"] == "n/a"
+
+
+@pytest.mark.parametrize("name", ["mlp", "cnn"])
+def test_fit_config_builds_the_benchmark_model(name, tmp_path):
+    sys.path.insert(0, str(ROOT / "scripts"))
+    from bench_fit import fit_config
+
+    from bntrain.config import parse_config
+    from bntrain.model import build_network
+    from bntrain.nn import layers as L
+
+    spec = bench.SPECS[name]
+    cfg = parse_config(fit_config(spec, 2, augment=name == "cnn"), source="bench.yaml")
+    shape = (spec["inputs"],) if name == "mlp" else (spec["channels"], spec["hw"], spec["hw"])
+    ours = build_network(cfg.model, shape, seed=0)
+    theirs = bench.build_bntrain_network(spec)
+    sizes = [
+        sorted(p.get_value().shape for p in L.get_all_params(net.output_layer))
+        for net in (ours, theirs)
+    ]
+    assert sizes[0] == sizes[1]
+    assert [a.output_shape for a in ours.layers] == [b.output_shape for b in theirs.layers]
+    modes = [getattr(layer, "mode", None) for net in (ours, theirs) for layer in net.layers]
+    assert set(modes) <= {None, "max"}

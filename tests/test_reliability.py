@@ -617,11 +617,12 @@ def test_nan_detector_fires_and_no_checkpoint_follows(cfg_path, monkeypatch, pol
         fit(cfg)
     first_nan = 9 if policy == "stop" else 22
     stop_at = 9 if policy == "stop" else 24
-    assert len(steps) == stop_at
+    # losses are read back in bunches, so a few more steps may run before the NaN is seen
+    assert stop_at <= len(steps) <= stop_at + T._Results.READ_EVERY
     assert [i + 1 for i, (has_nan, _, _) in enumerate(steps) if has_nan] == sorted(
-        s for s in nan_steps if s <= stop_at
+        s for s in nan_steps if s <= len(steps)
     )
-    for has_nan, loss, same in steps:
+    for has_nan, loss, same in steps[:stop_at]:  # (after a NaN under "stop", all is NaN)
         assert np.isfinite(loss) != has_nan  # the detector sees every NaN, and only those
         if has_nan and policy == "skip":
             assert same  # a skipped step changes no parameter or optimizer slot

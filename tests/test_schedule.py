@@ -1,9 +1,10 @@
 import math
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
-from bntrain.schedule import learning_rate
+from bntrain.schedule import learning_rate, lr_table, steps_per_epoch
 
 
 def sched(name="constant", **kw):
@@ -81,3 +82,23 @@ def test_multistep_milestones_must_increase():
     assert str(e.value) == (
         "s.yaml:7: training.schedule.milestones[1]: must increase, but 20 follows 30"
     )
+
+
+def _training(schedule, lr=0.5, epochs=3):
+    return SimpleNamespace(schedule=schedule, optimizer=SimpleNamespace(lr=lr), epochs=epochs)
+
+
+def test_lr_table_holds_every_steps_rate_in_float32():
+    s = sched("cosine", warmup_epochs=1, min_lr=0.01)
+    table = lr_table(_training(s), steps_per_epoch=4)
+    assert table.dtype == np.float32 and len(table) == 12
+    want = [np.float32(learning_rate(s, 0.5, i, 4, 3)) for i in range(12)]
+    assert table.tolist() == want
+
+
+def test_lr_table_of_a_rate_that_never_changes_is_one_value():
+    assert lr_table(_training(sched()), steps_per_epoch=1000).tolist() == [np.float32(0.5)]
+
+
+def test_steps_per_epoch_counts_a_short_last_cycle():
+    assert [steps_per_epoch(n, 4) for n in (1, 4, 5, 8, 9)] == [1, 1, 2, 2, 3]

@@ -197,8 +197,13 @@ class Uniform(Initializer):
         return floatX(self._get_rng().uniform(low=lo, high=hi, size=shape))
 
 
-class _FanScaled(Initializer):
-    """Shared part of :class:`Glorot` and :class:`He`: a distribution scaled by the fans."""
+class _FanScaled:
+    """Shared part of :class:`Glorot` and :class:`He`: a distribution scaled by the fans.
+
+    A mixin before :class:`Initializer`, not a subclass of it: as in Lasagne, Glorot
+    and He are direct subclasses of Initializer (code that walks
+    ``Initializer.__subclasses__()`` finds them and their argument-free subclasses).
+    """
 
     def __init__(self, initializer, gain: float | str = 1.0, c01b: bool = False, rng=None):
         super().__init__(rng)
@@ -223,7 +228,7 @@ class _FanScaled(Initializer):
         return _make(self.initializer, std, self._get_rng()).sample(shape)
 
 
-class Glorot(_FanScaled):
+class Glorot(_FanScaled, Initializer):
     """Glorot (Xavier) initialization with weights of the distribution ``initializer``.
 
     The standard deviation is ``gain * sqrt(2 / ((fan_in + fan_out) * receptive_field))``
@@ -274,7 +279,7 @@ class GlorotUniform(Glorot):
         super().__init__(Uniform, gain, c01b, rng)
 
 
-class He(_FanScaled):
+class He(_FanScaled, Initializer):
     """He (Kaiming) initialization with weights of the distribution ``initializer``.
 
     The standard deviation is ``gain * sqrt(1 / fan_in)`` where ``fan_in`` is

@@ -1,7 +1,8 @@
 """Nonlinearities (mirrors ``lasagne.nonlinearities``), plus a name registry for config files.
 
 Every nonlinearity maps a PyTensor expression to an expression of the same
-shape and dtype; none upcasts float32.
+shape and dtype; none upcasts float32.  The rectifiers (and ``identity``) also
+map a NumPy array to a NumPy array, as Lasagne's did.
 
 :func:`get` turns a config file's name (``"relu"``) into the function and
 :func:`name_of` turns a function back into its canonical name (for
@@ -100,8 +101,17 @@ class ScaledTanH:
 ScaledTanh = ScaledTanH
 
 
+def _is_numpy(x) -> bool:
+    return isinstance(x, np.ndarray | np.generic)
+
+
 def rectify(x):
-    """Rectified linear unit ``max(0, x)``."""
+    """Rectified linear unit ``max(0, x)``.
+
+    A NumPy array gives a NumPy array, as Theano's ``relu`` (Lasagne's rectifier) did.
+    """
+    if _is_numpy(x):
+        return np.maximum(x, 0)
     return pt.maximum(x, _const(0.0, x))
 
 
@@ -118,6 +128,8 @@ class LeakyRectify:
         self.leakiness = leakiness
 
     def __call__(self, x):
+        if _is_numpy(x):  # a NumPy result, as for rectify
+            return np.where(x > 0, x, np.asarray(self.leakiness, dtype=x.dtype) * x)
         return pt.switch(pt.gt(x, 0), x, _const(self.leakiness, x) * x)
 
     def __repr__(self) -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 
 import numpy as np
-import pytensor
 import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 
@@ -30,10 +29,6 @@ __all__ = [
 
 # Lasagne's default tag filter (shared default, never mutated: functions copy it).
 _REGULARIZABLE = {"regularizable": True}
-
-
-def _zero():
-    return pt.constant(np.asarray(0, dtype=pytensor.config.floatX))
 
 
 def l1(x):
@@ -60,16 +55,14 @@ def apply_penalty(tensor_or_tensors, penalty: Callable, **kwargs):
 
     Returns
     -------
-    scalar tensor
-        The (summed) penalty; a float32 zero for an empty list.
+    scalar tensor or int
+        The penalty, or Python's ``sum`` of the penalties (``0 + p1 + p2 ...``, as in
+        Lasagne); the Python int ``0`` for an empty list. Neither the int nor its
+        ``0 +`` changes a float32 loss's dtype.
     """
     if isinstance(tensor_or_tensors, Variable | np.ndarray):
         return penalty(tensor_or_tensors, **kwargs)
-    total = None
-    for x in tensor_or_tensors:
-        term = penalty(x, **kwargs)
-        total = term if total is None else total + term
-    return _zero() if total is None else total
+    return sum(penalty(x, **kwargs) for x in tensor_or_tensors)
 
 
 def regularize_layer_params(
@@ -105,23 +98,35 @@ def regularize_layer_params_weighted(
     Parameters
     ----------
     layers : dict
-        Maps each :class:`~bntrain.nn.layers.Layer` to its coefficient
-        (a number, cast to floatX, or a scalar expression).
+        Maps each :class:`~bntrain.nn.layers.Layer` to its coefficient: a Python number
+        (PyTensor makes a float a floatX constant), a NumPy scalar (taken as the Python
+        number, so a ``np.float64`` does not turn a float32 loss into float64) or a
+        scalar expression.
     penalty : callable
         The penalty (:func:`l1`, :func:`l2`).
     tags : dict, optional
         Parameter tag filter; default ``{'regularizable': True}``.
     **kwargs
         Passed on to ``penalty``.
+
+    Returns
+    -------
+    scalar tensor or int
+        ``sum(coeff * apply_penalty(params, penalty) ...)``, the graph Lasagne builds;
+        the Python int ``0`` for no layers.
     """
     tags = dict(tags)
-    total = None
-    for layer, coeff in layers.items():
-        if not isinstance(coeff, Variable):
-            coeff = pt.constant(np.asarray(coeff, dtype=pytensor.config.floatX))
-        term = coeff * apply_penalty(layer.get_params(**tags), penalty, **kwargs)
-        total = term if total is None else total + term
-    return _zero() if total is None else total
+    return sum(
+        _number(coeff) * apply_penalty(layer.get_params(**tags), penalty, **kwargs)
+        for layer, coeff in layers.items()
+    )
+
+
+def _number(coeff):
+    """A NumPy scalar or 0-d array as the Python number; anything else unchanged."""
+    if isinstance(coeff, np.generic) or (isinstance(coeff, np.ndarray) and coeff.ndim == 0):
+        return coeff.item()
+    return coeff
 
 
 def regularize_network_params(

@@ -307,14 +307,32 @@ def adam(
     (a floatX scalar, exact up to 2**24 steps).  For AdamW wrap the result in
     :func:`apply_weight_decay`.
     """
-    params = _param_list(params, "adam")
+    return _adam(loss_or_grads, params, learning_rate, beta1, beta2, epsilon, name="adam")
+
+
+def _adam(
+    loss_or_grads,
+    params,
+    learning_rate,
+    beta1,
+    beta2,
+    epsilon,
+    *,
+    name: str,
+    v_max: bool = False,
+) -> OrderedDict:
+    """Adam; with ``v_max`` AMSGrad (the step divides by ``v_hat``, the running maximum of ``v``).
+
+    ``name`` names the step counter (``'<name>.t'``) and the function in error messages.
+    """
+    params = _param_list(params, name)
     grads = get_or_compute_grads(loss_or_grads, params)
-    lr = _scalar(learning_rate, "learning_rate", "adam")
-    beta1 = _scalar(beta1, "beta1", "adam")
-    beta2 = _scalar(beta2, "beta2", "adam")
-    eps = _scalar(epsilon, "epsilon", "adam")
+    lr = _scalar(learning_rate, "learning_rate", name)
+    beta1 = _scalar(beta1, "beta1", name)
+    beta2 = _scalar(beta2, "beta2", name)
+    eps = _scalar(epsilon, "epsilon", name)
     one = _const(1)
-    t_prev = _step_counter("adam.t")
+    t_prev = _step_counter(f"{name}.t")
     t = t_prev + one
     a_t = lr * pt.sqrt(one - beta2**t) / (one - beta1**t)
     updates = OrderedDict()
@@ -325,7 +343,11 @@ def adam(
         v_t = beta2 * v_prev + (one - beta2) * pt.sqr(g_t)
         updates[m_prev] = m_t
         updates[v_prev] = v_t
-        updates[param] = param - a_t * m_t / (pt.sqrt(v_t) + eps)
+        v_step = v_t
+        if v_max:
+            v_hat_prev = _state_var(param, f"{base}.v_hat")
+            v_step = updates[v_hat_prev] = pt.maximum(v_hat_prev, v_t)
+        updates[param] = param - a_t * m_t / (pt.sqrt(v_step) + eps)
     updates[t_prev] = t
     return updates
 
@@ -374,30 +396,9 @@ def amsgrad(
     State: ``'<param>.m'``, ``'<param>.v'``, ``'<param>.v_hat'`` and the step
     counter ``'amsgrad.t'``.
     """
-    params = _param_list(params, "amsgrad")
-    grads = get_or_compute_grads(loss_or_grads, params)
-    lr = _scalar(learning_rate, "learning_rate", "amsgrad")
-    beta1 = _scalar(beta1, "beta1", "amsgrad")
-    beta2 = _scalar(beta2, "beta2", "amsgrad")
-    eps = _scalar(epsilon, "epsilon", "amsgrad")
-    one = _const(1)
-    t_prev = _step_counter("amsgrad.t")
-    t = t_prev + one
-    a_t = lr * pt.sqrt(one - beta2**t) / (one - beta1**t)
-    updates = OrderedDict()
-    for param, g_t, base in zip(params, grads, _state_base(params), strict=True):
-        m_prev = _state_var(param, f"{base}.m")
-        v_prev = _state_var(param, f"{base}.v")
-        v_hat_prev = _state_var(param, f"{base}.v_hat")
-        m_t = beta1 * m_prev + (one - beta1) * g_t
-        v_t = beta2 * v_prev + (one - beta2) * pt.sqr(g_t)
-        v_hat_t = pt.maximum(v_hat_prev, v_t)
-        updates[m_prev] = m_t
-        updates[v_prev] = v_t
-        updates[v_hat_prev] = v_hat_t
-        updates[param] = param - a_t * m_t / (pt.sqrt(v_hat_t) + eps)
-    updates[t_prev] = t
-    return updates
+    return _adam(
+        loss_or_grads, params, learning_rate, beta1, beta2, epsilon, name="amsgrad", v_max=True
+    )
 
 
 def norm_constraint(tensor_var, max_norm, norm_axes=None, epsilon=1e-7):

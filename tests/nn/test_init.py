@@ -118,6 +118,18 @@ def test_glorot_and_he_take_an_initializer_class():
     np.testing.assert_array_equal(w, _ref_uniform(9, -a, a, (10, 30)))
 
 
+def test_initializer_hierarchy_is_lasagnes():
+    # Glorot and He are direct subclasses of Initializer; their subclasses need no argument
+    direct = set(init.Initializer.__subclasses__())
+    assert {init.Normal, init.Uniform, init.Glorot, init.He, init.Constant} <= direct
+    assert all(cls.__name__[0] != "_" for cls in direct)
+    for family in (init.Glorot, init.He):
+        for cls in family.__subclasses__():
+            w = cls(rng=0).sample((12, 23))
+            assert w.shape == (12, 23)
+            assert isinstance(cls(), init.Initializer)
+
+
 def test_glorot_accepts_lasagne_style_initializer_without_rng():
     seen = {}
 

@@ -51,6 +51,18 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("name", ["rectify", "leaky_rectify", "leaky_0.2", "identity"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rectifiers_map_numpy_to_numpy(name, dtype):
+    # as Theano's relu did: ported code uses lasagne's rectify in NumPy references
+    fn, reference = CASES[name]
+    x = np.array([[-2.0, -0.5, 0.0, 0.5, 3.0]], dtype=dtype)
+    got = fn(x)
+    assert isinstance(got, np.ndarray)
+    assert got.dtype == dtype
+    np.testing.assert_allclose(got, reference(x.astype(np.float64)), rtol=1e-6)
+
+
 @pytest.fixture(scope="module")
 def x_value():
     rng = np.random.default_rng(0)

@@ -64,7 +64,6 @@ def results(net):
         "apply_one": reg.apply_penalty(l1.W, reg.l1),
         "apply_list": reg.apply_penalty([l1.W, l2.W, l1.b], reg.l2),
         "apply_kwargs": reg.apply_penalty([l1.W, l2.W], _scaled, scale=3.0),
-        "apply_empty": reg.apply_penalty([], reg.l2),
         "layer": reg.regularize_layer_params(l1, reg.l2),
         "layer_list": reg.regularize_layer_params([l1, l2], reg.l1),
         "layer_all_tags": reg.regularize_layer_params(l2, reg.l2, tags={}),
@@ -99,7 +98,6 @@ def test_l1_l2_and_apply_penalty(results, net):
     np.testing.assert_allclose(results["apply_one"], _np_l1(w1), rtol=1e-6)
     np.testing.assert_allclose(results["apply_list"], _np_l2(w1, w2, b1), rtol=1e-6)
     np.testing.assert_allclose(results["apply_kwargs"], 3.0 * _np_l2(w1, w2), rtol=1e-6)
-    assert results["apply_empty"] == 0
 
 
 def test_regularize_layer_params(results, net):
@@ -114,6 +112,51 @@ def test_regularize_layer_params_weighted(results, net):
     _, l1, l2 = net
     want = 0.1 * _np_l2(_v(l1.W)) + 0.5 * _np_l2(_v(l2.W))
     np.testing.assert_allclose(results["weighted"], want, rtol=1e-6)
+
+
+def test_empty_penalty_is_python_zero_as_in_lasagne():
+    # Python's sum of nothing: the int 0, which Lasagne's code compares with `== 0`
+    assert reg.apply_penalty([], reg.l2) == 0
+    assert isinstance(reg.apply_penalty([], reg.l2), int)
+    assert isinstance(reg.regularize_layer_params_weighted({}, reg.l2), int)
+
+
+def test_terms_are_summed_as_lasagne_builds_them(net):
+    from pytensor.graph.basic import equal_computations
+
+    _, l1, l2 = net
+    got = reg.regularize_layer_params_weighted({l1: 0.1, l2: 0.5}, reg.l2)
+    want = 0 + 0.1 * (0 + reg.l2(l1.W)) + 0.5 * (0 + reg.l2(l2.W))
+    assert equal_computations([got], [want])
+    a, b = pt.vector(), pt.matrix()
+    assert equal_computations([reg.apply_penalty([a, b], reg.l1)], [0 + reg.l1(a) + reg.l1(b)])
+
+
+@pytest.mark.parametrize(
+    "coeffs",
+    [{}, {"l1": 0.1, "l2": 0.5}, {"l1": np.float64(0.1), "l2": np.asarray(0.5)}, {"l1": 2}],
+    ids=["no-layers", "python-floats", "numpy-float64", "int"],
+)
+def test_loss_plus_penalty_stays_float32(net, coeffs):
+    assert pytensor.config.floatX == "float32"
+    _, l1, l2 = net
+    layers = {"l1": l1, "l2": l2}
+    weighted = reg.regularize_layer_params_weighted(
+        {layers[k]: c for k, c in coeffs.items()}, reg.l2
+    )
+    empty = reg.apply_penalty([], reg.l2)
+    x = pt.fmatrix("x")
+    loss = pt.mean(pt.sqr(x))
+    total = loss + weighted + empty
+    assert total.dtype == "float32"
+    fn = pytensor.function([x], total, mode="FAST_COMPILE")
+    x0 = np.random.default_rng(0).normal(size=(2, 3)).astype(np.float32)
+    want = np.mean(x0.astype(np.float64) ** 2) + sum(
+        float(c) * _np_l2(_v(layers[k].W)) for k, c in coeffs.items()
+    )
+    got = fn(x0)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
 def test_regularize_network_params(results, net):

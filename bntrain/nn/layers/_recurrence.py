@@ -8,6 +8,8 @@ applies the mask, reverses backward passes and picks the output.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytensor
 import pytensor.tensor as pt
 from pytensor.gradient import grad_clip
@@ -17,6 +19,28 @@ from .base import Layer, MergeLayer
 from .special import _label
 
 __all__: list[str] = []
+
+
+# The options every recurrent layer takes and hands to RecurrenceBase unchanged.
+OPTIONS = (
+    "mask_input",
+    "backwards",
+    "learn_init",
+    "gradient_steps",
+    "grad_clipping",
+    "unroll_scan",
+    "precompute_input",
+    "only_return_final",
+)
+
+
+def recurrence_options(arguments: Mapping) -> dict:
+    """The :data:`OPTIONS` among a layer constructor's arguments (pass it ``locals()``).
+
+    The public layers list the options in their signatures, in Lasagne's
+    positional order, and hand them on with ``**recurrence_options(locals())``.
+    """
+    return {name: arguments[name] for name in OPTIONS}
 
 
 def _match_type(new, like):
@@ -45,7 +69,8 @@ class RecurrenceBase(MergeLayer):
         the previous states (and outputs them).
     backwards, learn_init, gradient_steps, grad_clipping, unroll_scan, \
 precompute_input, only_return_final
-        As documented on :class:`~bntrain.nn.layers.CustomRecurrentLayer`.
+        As documented on :class:`~bntrain.nn.layers.CustomRecurrentLayer` (keyword-only and
+        required here: the public layers own the defaults; see :func:`recurrence_options`).
     **kwargs
         ``name``.
     """
@@ -54,14 +79,15 @@ precompute_input, only_return_final
         self,
         incoming,
         state_inits: dict,
-        mask_input=None,
-        backwards: bool = False,
-        learn_init: bool = False,
-        gradient_steps: int = -1,
-        grad_clipping: float = 0,
-        unroll_scan: bool = False,
-        precompute_input: bool = True,
-        only_return_final: bool = False,
+        *,
+        mask_input,
+        backwards: bool,
+        learn_init: bool,
+        gradient_steps: int,
+        grad_clipping: float,
+        unroll_scan: bool,
+        precompute_input: bool,
+        only_return_final: bool,
         **kwargs,
     ) -> None:
         incomings = [incoming]

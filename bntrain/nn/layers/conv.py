@@ -28,7 +28,7 @@ from pytensor.graph.basic import Variable
 from .. import init, nonlinearities, utils
 from ..ops.conv import ConvNdGradInputs, conv
 from .base import Layer
-from .special import _check_kwargs, _label
+from .special import _check_kwargs, _label, _nonlinearity, _positive_int
 
 __all__ = [
     "BaseConvLayer",
@@ -139,6 +139,27 @@ def _int_tuple(where: str, what: str, value, n: int, minimum: int) -> tuple[int,
     return tuple(int(v) for v in values)
 
 
+def _check_rank(where: str, what: str, input_shape: tuple, n: int) -> None:
+    """Refuse an ``input_shape`` that is not ``(batch, channels, *n spatial)`` (or ``n < 1``)."""
+    if n < 1 or len(input_shape) != n + 2:
+        raise ValueError(
+            f"{where}: tried to create a {n}D {what} layer with input shape "
+            f"{input_shape!r}. Expected {n + 2} input dimensions "
+            f"(batch, channels, {n} spatial dimensions)"
+        )
+
+
+def _spatial_input(layer: Layer, input, n: int) -> pt.TensorVariable:
+    """``input`` as a tensor of ``n + 2`` dimensions, or an error naming ``layer``."""
+    input = pt.as_tensor_variable(input)
+    if input.ndim != n + 2:
+        raise ValueError(
+            f"{_label(type(layer).__name__, layer.name)}: expected a {n + 2}-dimensional "
+            f"input, got ndim={input.ndim}"
+        )
+    return input
+
+
 def _int_pair(where: str, what: str, value, minimum: int) -> tuple[int, int]:
     """``value`` as a pair of ints >= ``minimum`` (see :func:`_int_tuple`)."""
     return _int_tuple(where, what, value, 2, minimum)
@@ -179,7 +200,8 @@ class BaseConvLayer(Layer):
         Split input and output channels into this many groups; data does not
         cross group boundaries.
     n : int or None
-        The number of spatial axes; ``None`` infers it from the input shape.
+        The number of spatial axes; ``None`` takes the class's ``_rank`` (the
+        subclasses of fixed rank set it), or else infers it from the input shape.
     **kwargs
         ``name``.
 
@@ -189,6 +211,8 @@ class BaseConvLayer(Layer):
         As Lasagne stores it: ``'full'``/``'same'`` kept, ``'valid'`` and ints as
         an int tuple.  :attr:`resolved_pad` always gives the integers.
     """
+
+    _rank: int | None = None  # the number of spatial axes of a subclass of fixed rank
 
     def __init__(
         self,
@@ -209,25 +233,14 @@ class BaseConvLayer(Layer):
         _check_kwargs(type(self).__name__, kwargs)
         super().__init__(incoming, **kwargs)
         where = _label(type(self).__name__, self.name)
+        if self._rank is not None and n not in (None, self._rank):
+            raise TypeError(f"{where}: is a {self._rank}D convolution, got n={n!r}")
         if n is None:
-            n = len(self.input_shape) - 2
-        if n < 1 or len(self.input_shape) != n + 2:
-            raise ValueError(
-                f"{where}: tried to create a {n}D convolution layer with input shape "
-                f"{self.input_shape!r}. Expected {n + 2} input dimensions "
-                f"(batch, channels, {n} spatial dimensions)"
-            )
+            n = len(self.input_shape) - 2 if self._rank is None else self._rank
+        _check_rank(where, "convolution", self.input_shape, n)
         self.n = n
-        if nonlinearity is None:
-            nonlinearity = nonlinearities.identity
-        if not callable(nonlinearity):
-            raise TypeError(f"{where}: nonlinearity must be callable or None, got {nonlinearity!r}")
-        self.nonlinearity = nonlinearity
-        if isinstance(num_filters, bool) or not isinstance(num_filters, utils.int_types):
-            raise TypeError(f"{where}: num_filters must be an int, got {num_filters!r}")
-        if num_filters <= 0:
-            raise ValueError(f"{where}: num_filters must be positive, got {num_filters!r}")
-        self.num_filters = int(num_filters)
+        self.nonlinearity = _nonlinearity(where, nonlinearity)
+        self.num_filters = _positive_int(where, "num_filters", num_filters)
         self.filter_size = _int_tuple(where, "filter_size", filter_size, n, 1)
         self.stride = _int_tuple(where, "stride", stride, n, 1)
         self.untie_biases = bool(untie_biases)
@@ -332,12 +345,7 @@ class BaseConvLayer(Layer):
 
     def get_output_for(self, input, **kwargs):
         """Return ``nonlinearity(convolve(input) + b)``."""
-        input = pt.as_tensor_variable(input)
-        if input.ndim != self.n + 2:
-            raise ValueError(
-                f"{_label(type(self).__name__, self.name)}: expected a {self.n + 2}-dimensional "
-                f"input, got ndim={input.ndim}"
-            )
+        input = _spatial_input(self, input, self.n)
         conved = self.convolve(input, **kwargs)
         if self.b is None:
             activation = conved
@@ -349,40 +357,9 @@ class BaseConvLayer(Layer):
 
 
 class _ForwardConvLayer(BaseConvLayer):
-    """A convolution layer of fixed rank on the forward convolution Op."""
+    """A convolution layer of fixed rank (``_rank``) on the forward convolution Op."""
 
     _rank = 2
-
-    def __init__(
-        self,
-        incoming,
-        num_filters: int,
-        filter_size,
-        stride=1,
-        pad=0,
-        untie_biases: bool = False,
-        W=init.GlorotUniform(),
-        b=init.Constant(0.0),
-        nonlinearity: Callable | None = nonlinearities.rectify,
-        flip_filters: bool = True,
-        num_groups: int = 1,
-        **kwargs,
-    ) -> None:
-        super().__init__(
-            incoming,
-            num_filters,
-            filter_size,
-            stride,
-            pad,
-            untie_biases,
-            W,
-            b,
-            nonlinearity,
-            flip_filters,
-            num_groups,
-            n=self._rank,
-            **kwargs,
-        )
 
     def convolve(self, input, **kwargs):
         """Return the convolution of ``input`` with the filters (shape pinned to what the layer knows)."""
@@ -412,71 +389,11 @@ class Conv2DLayer(_ForwardConvLayer):
     (6, 2, 3, 3)
     """
 
-    def __init__(
-        self,
-        incoming,
-        num_filters: int,
-        filter_size,
-        stride=(1, 1),
-        pad=0,
-        untie_biases: bool = False,
-        W=init.GlorotUniform(),
-        b=init.Constant(0.0),
-        nonlinearity: Callable | None = nonlinearities.rectify,
-        flip_filters: bool = True,
-        num_groups: int = 1,
-        **kwargs,
-    ) -> None:
-        super().__init__(
-            incoming,
-            num_filters,
-            filter_size,
-            stride,
-            pad,
-            untie_biases,
-            W,
-            b,
-            nonlinearity,
-            flip_filters,
-            num_groups,
-            **kwargs,
-        )
-
 
 class Conv3DLayer(_ForwardConvLayer):
     """3D convolution layer on ``(batch, channels, depth, rows, cols)``; parameters as :class:`BaseConvLayer`."""
 
     _rank = 3
-
-    def __init__(
-        self,
-        incoming,
-        num_filters: int,
-        filter_size,
-        stride=(1, 1, 1),
-        pad=0,
-        untie_biases: bool = False,
-        W=init.GlorotUniform(),
-        b=init.Constant(0.0),
-        nonlinearity: Callable | None = nonlinearities.rectify,
-        flip_filters: bool = True,
-        num_groups: int = 1,
-        **kwargs,
-    ) -> None:
-        super().__init__(
-            incoming,
-            num_filters,
-            filter_size,
-            stride,
-            pad,
-            untie_biases,
-            W,
-            b,
-            nonlinearity,
-            flip_filters,
-            num_groups,
-            **kwargs,
-        )
 
 
 class _TransposedConvLayer(BaseConvLayer):
@@ -507,10 +424,9 @@ class _TransposedConvLayer(BaseConvLayer):
         output_size=None,
         **kwargs,
     ) -> None:
-        n = self._rank
         if output_size is not None and not isinstance(output_size, Variable):
             where = _label(type(self).__name__, kwargs.get("name"))
-            output_size = _int_tuple(where, "output_size", output_size, n, 1)
+            output_size = _int_tuple(where, "output_size", output_size, self._rank, 1)
         self.output_size = output_size
         super().__init__(
             incoming,
@@ -523,7 +439,6 @@ class _TransposedConvLayer(BaseConvLayer):
             b,
             nonlinearity,
             flip_filters,
-            n=n,
             **kwargs,
         )
         self.crop = self.pad
@@ -574,71 +489,11 @@ class TransposedConv2DLayer(_TransposedConvLayer):
         for the smallest.
     """
 
-    def __init__(
-        self,
-        incoming,
-        num_filters: int,
-        filter_size,
-        stride=(1, 1),
-        crop=0,
-        untie_biases: bool = False,
-        W=init.GlorotUniform(),
-        b=init.Constant(0.0),
-        nonlinearity: Callable | None = nonlinearities.rectify,
-        flip_filters: bool = False,
-        output_size=None,
-        **kwargs,
-    ) -> None:
-        super().__init__(
-            incoming,
-            num_filters,
-            filter_size,
-            stride,
-            crop,
-            untie_biases,
-            W,
-            b,
-            nonlinearity,
-            flip_filters,
-            output_size,
-            **kwargs,
-        )
-
 
 class TransposedConv3DLayer(_TransposedConvLayer):
     """3D transposed convolution (``Deconv3DLayer``); parameters as :class:`TransposedConv2DLayer`."""
 
     _rank = 3
-
-    def __init__(
-        self,
-        incoming,
-        num_filters: int,
-        filter_size,
-        stride=(1, 1, 1),
-        crop=0,
-        untie_biases: bool = False,
-        W=init.GlorotUniform(),
-        b=init.Constant(0.0),
-        nonlinearity: Callable | None = nonlinearities.rectify,
-        flip_filters: bool = False,
-        output_size=None,
-        **kwargs,
-    ) -> None:
-        super().__init__(
-            incoming,
-            num_filters,
-            filter_size,
-            stride,
-            crop,
-            untie_biases,
-            W,
-            b,
-            nonlinearity,
-            flip_filters,
-            output_size,
-            **kwargs,
-        )
 
 
 Deconv2DLayer = TransposedConv2DLayer
@@ -662,6 +517,8 @@ class DilatedConv2DLayer(BaseConvLayer):
 
     Other parameters are as in :class:`BaseConvLayer`.
     """
+
+    _rank = 2
 
     def __init__(
         self,
@@ -697,7 +554,6 @@ class DilatedConv2DLayer(BaseConvLayer):
             b,
             nonlinearity,
             flip_filters,
-            n=2,
             **kwargs,
         )
         del self.stride

@@ -19,7 +19,7 @@ import pytensor.tensor as pt
 
 from .. import init, nonlinearities, utils
 from .base import Layer
-from .special import _check_kwargs, _label
+from .special import _check_kwargs, _label, _nonlinearity, _positive_int
 
 __all__ = ["DenseLayer", "NINLayer"]
 
@@ -67,16 +67,8 @@ class DenseLayer(Layer):
         _check_kwargs(type(self).__name__, kwargs)
         super().__init__(incoming, **kwargs)
         where = _label(type(self).__name__, self.name)
-        if nonlinearity is None:
-            nonlinearity = nonlinearities.identity
-        if not callable(nonlinearity):
-            raise TypeError(f"{where}: nonlinearity must be callable or None, got {nonlinearity!r}")
-        self.nonlinearity = nonlinearity
-        if isinstance(num_units, bool) or not isinstance(num_units, utils.int_types):
-            raise TypeError(f"{where}: num_units must be an int, got {num_units!r}")
-        if num_units <= 0:
-            raise ValueError(f"{where}: num_units must be positive, got {num_units!r}")
-        self.num_units = int(num_units)
+        self.nonlinearity = _nonlinearity(where, nonlinearity)
+        self.num_units = _positive_int(where, "num_units", num_units)
         if isinstance(num_leading_axes, bool) or not isinstance(num_leading_axes, utils.int_types):
             raise TypeError(f"{where}: num_leading_axes must be an int, got {num_leading_axes!r}")
         ndim = len(self.input_shape)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import numbers
 
-import pytensor
 import pytensor.tensor as pt
 
 from .base import Layer
@@ -37,7 +36,8 @@ class GhostBatchNormLayer(BatchNormLayer):
 
     Examples
     --------
-    >>>     >>> import bntrain.nn as lasagne
+    >>> import numpy as np
+    >>> import bntrain.nn as lasagne
     >>> l_in = lasagne.layers.InputLayer((None, 1))
     >>> l_g = GhostBatchNormLayer(l_in, virtual_batch_size=2, epsilon=0, name="g")
     >>> x = np.array([[0.0], [2.0], [10.0], [30.0]], dtype="float32")
@@ -70,15 +70,8 @@ class GhostBatchNormLayer(BatchNormLayer):
         **kwargs,
     ) -> pt.TensorVariable:
         """Normalize ``input`` per group (arguments as :meth:`BatchNormLayer.get_output_for`)."""
-        use_averages = (
-            bool(deterministic)
-            if batch_norm_use_averages is None
-            else self._flag_for_self(batch_norm_use_averages, "batch_norm_use_averages")
-        )
-        update_averages = (
-            not deterministic
-            if batch_norm_update_averages is None
-            else self._flag_for_self(batch_norm_update_averages, "batch_norm_update_averages")
+        use_averages, update_averages = self._flags(
+            deterministic, batch_norm_use_averages, batch_norm_update_averages
         )
         if not update_averages:
             # Not training (eval, recompute-stats' passes): a batch need not hold whole groups,
@@ -88,11 +81,8 @@ class GhostBatchNormLayer(BatchNormLayer):
                 batch_norm_use_averages=use_averages,
                 batch_norm_update_averages=False,
             )
-        input = pt.as_tensor_variable(input)
-        if not input.dtype.startswith("float"):
-            input = pt.cast(input, pytensor.config.floatX)
         return self._per_group_output(
-            input, (-1, self.virtual_batch_size), use_averages, collect_updates
+            self._float_input(input), (-1, self.virtual_batch_size), use_averages, collect_updates
         )
 
 

@@ -52,6 +52,8 @@ class LocallyConnected2DLayer(BaseConvLayer):
         (``num_filters`` must equal the number of channels).
     """
 
+    _rank = 2
+
     def __init__(
         self,
         incoming,
@@ -79,7 +81,6 @@ class LocallyConnected2DLayer(BaseConvLayer):
             b,
             nonlinearity,
             flip_filters,
-            n=2,
             **kwargs,
         )
         where = _label(type(self).__name__, self.name)

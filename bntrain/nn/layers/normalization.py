@@ -234,6 +234,34 @@ class BatchNormLayer(Layer):
             f"BatchNormLayer instances, got {value!r}"
         )
 
+    def _flags(
+        self, deterministic, batch_norm_use_averages, batch_norm_update_averages
+    ) -> tuple[bool, bool]:
+        """``(use_averages, update_averages)`` for this layer in one ``get_output_for`` call.
+
+        A keyword left None defaults from ``deterministic`` (use the averages at test time,
+        update them in training); otherwise :meth:`_flag_for_self` reads it.
+        """
+        if batch_norm_use_averages is None:
+            use_averages = bool(deterministic)
+        else:
+            use_averages = self._flag_for_self(batch_norm_use_averages, "batch_norm_use_averages")
+        if batch_norm_update_averages is None:
+            update_averages = not deterministic
+        else:
+            update_averages = self._flag_for_self(
+                batch_norm_update_averages, "batch_norm_update_averages"
+            )
+        return use_averages, update_averages
+
+    @staticmethod
+    def _float_input(input) -> pt.TensorVariable:
+        """``input`` as a tensor; an integer one cast to floatX."""
+        input = pt.as_tensor_variable(input)
+        if not input.dtype.startswith("float"):
+            input = pt.cast(input, pytensor.config.floatX)
+        return input
+
     def _broadcast(self, param, input):
         """Insert broadcastable dimensions at the normalized axes of ``input``."""
         kept = iter(range(param.ndim))
@@ -303,24 +331,15 @@ class BatchNormLayer(Layer):
         TensorVariable
             The normalized input, same shape and dtype as ``input``.
         """
-        input = pt.as_tensor_variable(input)
-        if not input.dtype.startswith("float"):
-            input = pt.cast(input, pytensor.config.floatX)
+        input = self._float_input(input)
         if input.ndim != len(self.input_shape):
             raise ValueError(
                 f"{self._describe()}: expected an input of {len(self.input_shape)} dimensions "
                 f"(input_shape={self.input_shape!r}), got {input.ndim}"
             )
-        if batch_norm_use_averages is None:
-            use_averages = bool(deterministic)
-        else:
-            use_averages = self._flag_for_self(batch_norm_use_averages, "batch_norm_use_averages")
-        if batch_norm_update_averages is None:
-            update_averages = not deterministic
-        else:
-            update_averages = self._flag_for_self(
-                batch_norm_update_averages, "batch_norm_update_averages"
-            )
+        use_averages, update_averages = self._flags(
+            deterministic, batch_norm_use_averages, batch_norm_update_averages
+        )
         dtype = input.dtype
 
         if update_averages and int(batch_norm_groups) > 1:

@@ -38,7 +38,7 @@ import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 
 from .base import Layer
-from .conv import _int_tuple
+from .conv import _check_rank, _int_tuple, _spatial_input
 from .special import _check_kwargs, _label
 from .upscale import (  # noqa: F401  (Lasagne's lasagne.layers.pool holds these too)
     FeaturePoolLayer,
@@ -135,6 +135,16 @@ def _entries(value, n: int, what: str):
     return [_static_int(v) if _static_int(v) is not None else v for v in entries]
 
 
+def _check_window(where: str, mode: str, pad, ignore_border: bool) -> None:
+    """Refuse an unknown ``mode``, and padding (any non-zero or symbolic entry) without ``ignore_border``."""
+    if mode not in _MODES:
+        raise ValueError(f"{where}: mode must be one of {_MODES}, got {mode!r}")
+    if not ignore_border and any(not isinstance(p, int) or p for p in pad):
+        raise ValueError(
+            f"{where}: pad must be {(0,) * len(pad)!r} with ignore_border=False, got {tuple(pad)!r}"
+        )
+
+
 def pool_nd(input, ws, ignore_border: bool = True, stride=None, pad=None, mode: str = "max"):
     """Pool the last ``len(ws)`` axes of ``input`` (Theano's ``pool_2d``/``pool_3d`` semantics).
 
@@ -168,10 +178,7 @@ def pool_nd(input, ws, ignore_border: bool = True, stride=None, pad=None, mode: 
     ws = _entries(ws, n, "ws")
     st = ws if stride is None else _entries(stride, n, "stride")
     pad = [0] * n if pad is None else _entries(pad, n, "pad")
-    if mode not in _MODES:
-        raise ValueError(f"pool: mode must be one of {_MODES}, got {mode!r}")
-    if not ignore_border and any(not isinstance(p, int) or p for p in pad):
-        raise ValueError(f"pool: pad must be 0 with ignore_border=False, got {tuple(pad)!r}")
+    _check_window("pool", mode, pad, ignore_border)
     input = pt.as_tensor_variable(input)
     static = input.type.shape[input.ndim - n :]
     sizes = [input.shape[input.ndim - n + i] if static[i] is None else static[i] for i in range(n)]
@@ -330,28 +337,18 @@ class _PoolLayer(Layer):
         super().__init__(incoming, **kwargs)
         n = self._rank
         where = _label(type(self).__name__, self.name)
-        if len(self.input_shape) != n + 2:
-            raise ValueError(
-                f"{where}: tried to create a {n}D pooling layer with input shape "
-                f"{self.input_shape!r}. Expected {n + 2} input dimensions "
-                f"(batch, channels, {n} spatial dimensions)"
-            )
+        _check_rank(where, "pooling", self.input_shape, n)
         self.pool_size = _int_tuple(where, "pool_size", pool_size, n, 1)
         self.stride = (
             self.pool_size if stride is None else _int_tuple(where, "stride", stride, n, 1)
         )
         self.pad = _int_tuple(where, "pad", pad, n, 0)
         self.ignore_border = bool(ignore_border)
-        if mode not in _MODES:
-            raise ValueError(f"{where}: mode must be one of {_MODES}, got {mode!r}")
+        _check_window(where, mode, self.pad, self.ignore_border)
         self.mode = mode
         if any(p >= k for p, k in zip(self.pad, self.pool_size, strict=True)):
             raise ValueError(
                 f"{where}: pad {self.pad!r} must be smaller than pool_size {self.pool_size!r}"
-            )
-        if not self.ignore_border and any(self.pad):
-            raise ValueError(
-                f"{where}: pad must be {(0,) * n!r} with ignore_border=False, got {self.pad!r}"
             )
         if any(o is not None and o < 1 for o in self.output_shape[2:]):
             raise ValueError(
@@ -374,12 +371,7 @@ class _PoolLayer(Layer):
 
     def get_output_for(self, input, **kwargs):
         """Return the pooled input."""
-        input = pt.as_tensor_variable(input)
-        if input.ndim != self._rank + 2:
-            raise ValueError(
-                f"{_label(type(self).__name__, self.name)}: expected a {self._rank + 2}-dimensional "
-                f"input, got ndim={input.ndim}"
-            )
+        input = _spatial_input(self, input, self._rank)
         # the declared shape makes the reshape sizes constants (JAX needs them)
         input = pt.specify_shape(input, self.input_shape)
         return pool_nd(input, self.pool_size, self.ignore_border, self.stride, self.pad, self.mode)
@@ -409,33 +401,9 @@ class Pool1DLayer(_PoolLayer):
 
     _rank = 1
 
-    def __init__(
-        self,
-        incoming,
-        pool_size,
-        stride=None,
-        pad=0,
-        ignore_border: bool = True,
-        mode: str = "max",
-        **kwargs,
-    ) -> None:
-        super().__init__(incoming, pool_size, stride, pad, ignore_border, mode, **kwargs)
-
 
 class Pool2DLayer(_PoolLayer):
     """2D pooling over the last two axes; parameters as :class:`Pool1DLayer`, per axis."""
-
-    def __init__(
-        self,
-        incoming,
-        pool_size,
-        stride=None,
-        pad=(0, 0),
-        ignore_border: bool = True,
-        mode: str = "max",
-        **kwargs,
-    ) -> None:
-        super().__init__(incoming, pool_size, stride, pad, ignore_border, mode, **kwargs)
 
 
 class Pool3DLayer(_PoolLayer):
@@ -443,21 +411,9 @@ class Pool3DLayer(_PoolLayer):
 
     _rank = 3
 
-    def __init__(
-        self,
-        incoming,
-        pool_size,
-        stride=None,
-        pad=(0, 0, 0),
-        ignore_border: bool = True,
-        mode: str = "max",
-        **kwargs,
-    ) -> None:
-        super().__init__(incoming, pool_size, stride, pad, ignore_border, mode, **kwargs)
 
-
-class MaxPool1DLayer(Pool1DLayer):
-    """1D max pooling: :class:`Pool1DLayer` with ``mode='max'``."""
+class _MaxPool:
+    """Mixin of the MaxPool layers: their pooling layer with ``mode='max'`` and no ``mode``."""
 
     def __init__(
         self, incoming, pool_size, stride=None, pad=0, ignore_border: bool = True, **kwargs
@@ -465,22 +421,16 @@ class MaxPool1DLayer(Pool1DLayer):
         super().__init__(incoming, pool_size, stride, pad, ignore_border, mode="max", **kwargs)
 
 
-class MaxPool2DLayer(Pool2DLayer):
+class MaxPool1DLayer(_MaxPool, Pool1DLayer):
+    """1D max pooling: :class:`Pool1DLayer` with ``mode='max'``."""
+
+
+class MaxPool2DLayer(_MaxPool, Pool2DLayer):
     """2D max pooling: :class:`Pool2DLayer` with ``mode='max'``."""
 
-    def __init__(
-        self, incoming, pool_size, stride=None, pad=(0, 0), ignore_border: bool = True, **kwargs
-    ) -> None:
-        super().__init__(incoming, pool_size, stride, pad, ignore_border, mode="max", **kwargs)
 
-
-class MaxPool3DLayer(Pool3DLayer):
+class MaxPool3DLayer(_MaxPool, Pool3DLayer):
     """3D max pooling: :class:`Pool3DLayer` with ``mode='max'``."""
-
-    def __init__(
-        self, incoming, pool_size, stride=None, pad=(0, 0, 0), ignore_border: bool = True, **kwargs
-    ) -> None:
-        super().__init__(incoming, pool_size, stride, pad, ignore_border, mode="max", **kwargs)
 
 
 class GlobalPoolLayer(Layer):

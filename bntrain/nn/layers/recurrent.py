@@ -46,11 +46,11 @@ import pytensor.tensor as pt
 
 from .. import init, nonlinearities, utils
 from . import helper
-from ._recurrence import RecurrenceBase
+from ._recurrence import RecurrenceBase, recurrence_options
 from .base import Layer
 from .dense import DenseLayer
 from .input import InputLayer
-from .special import _check_kwargs, _label
+from .special import _check_kwargs, _label, _nonlinearity, _positive_int
 
 __all__ = ["CustomRecurrentLayer", "RecurrentLayer", "Gate", "LSTMLayer", "GRULayer"]
 
@@ -64,14 +64,6 @@ def _agree(shape_a, shape_b) -> bool:
     return len(shape_a) == len(shape_b) and all(
         a is None or b is None or a == b for a, b in zip(shape_a, shape_b, strict=True)
     )
-
-
-def _nonlinearity(where: str, fn):
-    if fn is None:
-        return nonlinearities.identity
-    if not callable(fn):
-        raise TypeError(f"{where}: nonlinearity must be callable or None, got {fn!r}")
-    return fn
 
 
 class CustomRecurrentLayer(RecurrenceBase):
@@ -140,14 +132,7 @@ precompute_input, mask_input, only_return_final
         super().__init__(
             incoming,
             {"hid_init": hid_init},
-            mask_input=mask_input,
-            backwards=backwards,
-            learn_init=learn_init,
-            gradient_steps=gradient_steps,
-            grad_clipping=grad_clipping,
-            unroll_scan=unroll_scan,
-            precompute_input=precompute_input,
-            only_return_final=only_return_final,
+            **recurrence_options(locals()),
             **kwargs,
         )
         where = _label(type(self).__name__, self.name)
@@ -329,14 +314,7 @@ unroll_scan, precompute_input, mask_input, only_return_final
             hid_to_hid,
             nonlinearity=nonlinearity,
             hid_init=hid_init,
-            backwards=backwards,
-            learn_init=learn_init,
-            gradient_steps=gradient_steps,
-            grad_clipping=grad_clipping,
-            unroll_scan=unroll_scan,
-            precompute_input=precompute_input,
-            mask_input=mask_input,
-            only_return_final=only_return_final,
+            **recurrence_options(locals()),
             **kwargs,
         )
 
@@ -389,11 +367,7 @@ class _GatedLayer(RecurrenceBase):
 
     def _add_gates(self, num_units, gates: dict) -> None:
         where = _label(type(self).__name__, self.name)
-        if isinstance(num_units, bool) or not isinstance(num_units, utils.int_types):
-            raise TypeError(f"{where}: num_units must be an int, got {num_units!r}")
-        if num_units <= 0:
-            raise ValueError(f"{where}: num_units must be positive, got {num_units!r}")
-        self.num_units = int(num_units)
+        self.num_units = _positive_int(where, "num_units", num_units)
         features = self.input_shapes[0][2:]
         if any(s is None for s in features):
             raise ValueError(
@@ -514,14 +488,7 @@ precompute_input, mask_input, only_return_final
         super().__init__(
             incoming,
             {"hid_init": hid_init, "cell_init": cell_init},
-            mask_input=mask_input,
-            backwards=backwards,
-            learn_init=learn_init,
-            gradient_steps=gradient_steps,
-            grad_clipping=grad_clipping,
-            unroll_scan=unroll_scan,
-            precompute_input=precompute_input,
-            only_return_final=only_return_final,
+            **recurrence_options(locals()),
             **kwargs,
         )
         where = _label(type(self).__name__, self.name)
@@ -611,14 +578,7 @@ unroll_scan, precompute_input, mask_input, only_return_final
         super().__init__(
             incoming,
             {"hid_init": hid_init},
-            mask_input=mask_input,
-            backwards=backwards,
-            learn_init=learn_init,
-            gradient_steps=gradient_steps,
-            grad_clipping=grad_clipping,
-            unroll_scan=unroll_scan,
-            precompute_input=precompute_input,
-            only_return_final=only_return_final,
+            **recurrence_options(locals()),
             **kwargs,
         )
         gates = {"resetgate": resetgate, "updategate": updategate, "hidden_update": hidden_update}

@@ -21,7 +21,6 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
-import pytensor
 import pytensor.tensor as pt
 from pytensor.gradient import disconnected_grad
 from pytensor.graph.basic import Variable
@@ -101,10 +100,8 @@ class BatchReNormLayer(BatchNormLayer):
         **kwargs,
     ) -> pt.TensorVariable:
         """Renormalize ``input`` (arguments as :meth:`BatchNormLayer.get_output_for`)."""
-        use_averages = (
-            bool(deterministic)
-            if batch_norm_use_averages is None
-            else self._flag_for_self(batch_norm_use_averages, "batch_norm_use_averages")
+        use_averages, update_averages = self._flags(
+            deterministic, batch_norm_use_averages, batch_norm_update_averages
         )
         if use_averages:
             return super().get_output_for(
@@ -115,14 +112,7 @@ class BatchReNormLayer(BatchNormLayer):
                 collect_updates=collect_updates,
                 **kwargs,
             )
-        update_averages = (
-            not deterministic
-            if batch_norm_update_averages is None
-            else self._flag_for_self(batch_norm_update_averages, "batch_norm_update_averages")
-        )
-        x = pt.as_tensor_variable(input)
-        if not x.dtype.startswith("float"):
-            x = pt.cast(x, pytensor.config.floatX)
+        x = self._float_input(input)
         dtype = x.dtype
         batch_mean = pt.mean(x, axis=self.axes)
         batch_inv_std = pt.reciprocal(

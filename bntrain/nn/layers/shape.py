@@ -99,8 +99,12 @@ class ReshapeLayer(Layer):
         self.get_output_shape_for(self.input_shape)  # validate now, not at first use
 
     def get_output_shape_for(self, input_shape):
-        """Resolve ``[i]`` and ``-1`` entries against ``input_shape``."""
+        """Resolve ``[i]`` and ``-1`` entries against ``input_shape``.
+
+        Symbolic sizes (in ``input_shape`` or in the layer's ``shape``) are unknown: ``None``.
+        """
         where = _label(type(self).__name__, self.name)
+        input_shape = tuple(None if isinstance(d, Variable) else d for d in input_shape)
         out = []
         # For the size check, an unknown input size copied through [i] cancels on both sides.
         in_known = list(input_shape)

@@ -42,6 +42,24 @@ def _label(cls_name: str, name) -> str:
     return f"{cls_name}(name={name!r})"
 
 
+def _nonlinearity(where: str, fn) -> Callable:
+    """A layer's ``nonlinearity`` argument: ``None`` is the identity, anything else must be callable."""
+    if fn is None:
+        return nonlinearities.identity
+    if not callable(fn):
+        raise TypeError(f"{where}: nonlinearity must be callable or None, got {fn!r}")
+    return fn
+
+
+def _positive_int(where: str, what: str, value) -> int:
+    """``value`` (a size such as ``num_units``) as a positive int, or an error naming the layer."""
+    if isinstance(value, bool) or not isinstance(value, utils.int_types):
+        raise TypeError(f"{where}: {what} must be an int, got {value!r}")
+    if value <= 0:
+        raise ValueError(f"{where}: {what} must be positive, got {value!r}")
+    return int(value)
+
+
 def _check_kwargs(cls_name: str, kwargs: dict, accepted=("name",)) -> None:
     """Raise a TypeError naming the layer for keyword arguments the base layer does not accept."""
     unknown = sorted(set(kwargs) - set(accepted))

@@ -51,11 +51,16 @@ def _valid_range(b, p, s, size, out_size):
 
 
 @numba_njit
-def _im2col(x, k, s, p, d, o, c_lo, c_hi):
-    """Patches of channels ``[c_lo, c_hi)`` of the 5D ``x``: rows ``(c, a, b, e)``, columns ``(n, z, i, j)``."""
-    n_, _, depth, h, w = x.shape
+def _patches(img, cols, k, s, p, d, o, c_lo, c_hi, scatter):
+    """Walk the patches of channels ``[c_lo, c_hi)`` of the 5D ``img`` against ``cols``.
+
+    ``cols`` has rows ``(c, a, b, e)`` (channel, filter tap) and columns
+    ``(n, z, i, j)`` (example, output position).  ``scatter`` False: im2col,
+    fill ``cols`` from ``img`` (zeros where a tap falls in the padding);
+    True: col2im, add ``cols`` into ``img``.
+    """
+    n_, _, depth, h, w = img.shape
     (kd, kh, kw), (sd, sh, sw), (pd, ph, pw), (dd, dh, dw), (od, oh, ow) = k, s, p, d, o
-    cols = np.empty(((c_hi - c_lo) * kd * kh * kw, n_ * od * oh * ow), dtype=x.dtype)
     for c in range(c_lo, c_hi):
         for a in range(kd):
             for b in range(kh):
@@ -69,40 +74,34 @@ def _im2col(x, k, s, p, d, o, c_lo, c_hi):
                                 base = ((n * od + z) * oh + i) * ow
                                 y = i * sh + b * dh - ph
                                 if zz < 0 or zz >= depth or y < 0 or y >= h:
-                                    row[base : base + ow] = 0
+                                    if not scatter:
+                                        row[base : base + ow] = 0
+                                    continue
+                                line = img[n, c, zz, y]
+                                if scatter:
+                                    for j in range(j0, j1):
+                                        line[j * sw + e * dw - pw] += row[base + j]
                                     continue
                                 row[base : base + j0] = 0
                                 row[base + j1 : base + ow] = 0
-                                src = x[n, c, zz, y]
                                 for j in range(j0, j1):
-                                    row[base + j] = src[j * sw + e * dw - pw]
+                                    row[base + j] = line[j * sw + e * dw - pw]
+
+
+@numba_njit
+def _im2col(x, k, s, p, d, o, c_lo, c_hi):
+    """Patches of channels ``[c_lo, c_hi)`` of the 5D ``x``: rows ``(c, a, b, e)``, columns ``(n, z, i, j)``."""
+    kd, kh, kw = k
+    od, oh, ow = o
+    cols = np.empty(((c_hi - c_lo) * kd * kh * kw, x.shape[0] * od * oh * ow), dtype=x.dtype)
+    _patches(x, cols, k, s, p, d, o, c_lo, c_hi, False)
     return cols
 
 
 @numba_njit
 def _col2im(cols, out, k, s, p, d, o, c_lo, c_hi):
     """Scatter-add ``cols`` (layout of :func:`_im2col`) into channels ``[c_lo, c_hi)`` of ``out``."""
-    n_, _, depth, h, w = out.shape
-    (kd, kh, kw), (sd, sh, sw), (pd, ph, pw), (dd, dh, dw), (od, oh, ow) = k, s, p, d, o
-    for c in range(c_lo, c_hi):
-        for a in range(kd):
-            for b in range(kh):
-                for e in range(kw):
-                    row = cols[(((c - c_lo) * kd + a) * kh + b) * kw + e]
-                    j0, j1 = _valid_range(e * dw, pw, sw, w, ow)
-                    for n in range(n_):
-                        for z in range(od):
-                            zz = z * sd + a * dd - pd
-                            if zz < 0 or zz >= depth:
-                                continue
-                            for i in range(oh):
-                                y = i * sh + b * dh - ph
-                                if y < 0 or y >= h:
-                                    continue
-                                base = ((n * od + z) * oh + i) * ow
-                                dst = out[n, c, zz, y]
-                                for j in range(j0, j1):
-                                    dst[j * sw + e * dw - pw] += row[base + j]
+    _patches(out, cols, k, s, p, d, o, c_lo, c_hi, True)
     return out
 
 
@@ -244,6 +243,19 @@ def _consistent(x_shape, w_shape, g_shape, o, groups):
     )
 
 
+@numba_njit
+def _grad_geometry(x_shape, w_shape, g5, s, p, d, groups, ok, message):
+    """Output size, filter size and the output gradient ``g5`` as ``(N, F, P)``, for a gradient.
+
+    Raises ``ValueError(message)`` unless ``ok`` and the shapes fit together.
+    """
+    o = _out_shape(x_shape, w_shape, s, p, d)
+    _check(ok and _consistent(x_shape, w_shape, g5.shape, o, groups), message)
+    k = (w_shape[2], w_shape[3], w_shape[4])
+    g3 = g5.reshape((g5.shape[0], g5.shape[1], o[0] * o[1] * o[2]))
+    return o, k, g3
+
+
 @register_funcify_default_op_cache_key(ConvNd)
 def numba_funcify_ConvNd(op, node, **kwargs):
     """Forward convolution: im2col + one GEMM per group."""
@@ -289,14 +301,10 @@ def numba_funcify_ConvNdGradInputs(op, node, **kwargs):
         w5, g5, r5 = to5(w), to5(g), to5(x_ref)
         n_, f_, cg = g5.shape[0], w5.shape[0], w5.shape[1]
         x_shape = (n_, cg * groups, r5.shape[2], r5.shape[3], r5.shape[4])
-        o = _out_shape(x_shape, w5.shape, s, p, d)
-        _check(
-            _consistent(x_shape, w5.shape, g5.shape, o, groups),
-            "ConvNdGradInputs: inconsistent shapes",
+        o, k, g3 = _grad_geometry(
+            x_shape, w5.shape, g5, s, p, d, groups, True, "ConvNdGradInputs: inconsistent shapes"
         )
-        k = (w5.shape[2], w5.shape[3], w5.shape[4])
         fg = f_ // groups
-        g3 = g5.reshape((n_, f_, o[0] * o[1] * o[2]))
         out = np.zeros(x_shape, dtype=g5.dtype)
         for gi in range(groups):
             wm = _filters_2d(w5, gi * fg, (gi + 1) * fg, flip)
@@ -317,16 +325,12 @@ def numba_funcify_ConvNdGradWeights(op, node, **kwargs):
     def conv_grad_weights(x, g, w_ref):
         s, p, d, flip, groups = _unpack(props)
         x5, g5, r5 = to5(x), to5(g), to5(w_ref)
-        n_, c_, f_ = x5.shape[0], x5.shape[1], g5.shape[1]
+        c_, f_ = x5.shape[1], g5.shape[1]
         cg, fg = c_ // groups, f_ // groups
         w_shape = (f_, cg, r5.shape[2], r5.shape[3], r5.shape[4])
-        o = _out_shape(x5.shape, w_shape, s, p, d)
-        _check(
-            c_ % groups == 0 and _consistent(x5.shape, w_shape, g5.shape, o, groups),
-            "ConvNdGradWeights: inconsistent shapes",
-        )
-        k = (w_shape[2], w_shape[3], w_shape[4])
-        g3 = g5.reshape((n_, f_, o[0] * o[1] * o[2]))
+        ok = c_ % groups == 0
+        message = "ConvNdGradWeights: inconsistent shapes"
+        o, k, g3 = _grad_geometry(x5.shape, w_shape, g5, s, p, d, groups, ok, message)
         gw = np.empty((f_, cg * k[0] * k[1] * k[2]), dtype=x5.dtype)
         for gi in range(groups):
             cols = _im2col(x5, k, s, p, d, o, gi * cg, (gi + 1) * cg)

@@ -113,6 +113,12 @@ def test_base_conv_layer_and_errors():
         Conv1DLayer((None, 3, 8), 2, 3, num_groups=2)
     with pytest.raises(ValueError, match=r"filter_size must be an int or a tuple of 3 ints"):
         Conv3DLayer((None, 3, 8, 8, 8), 2, (3, 3))
+    # the fixed-rank layers take their rank from the class; a different n is refused
+    assert Conv3DLayer((None, 3, 8, 8, 8), 2, 3, n=3).n == 3
+    with pytest.raises(TypeError, match=r"Conv2DLayer\(name=None\): is a 2D convolution, got n=3"):
+        Conv2DLayer((None, 3, 8, 8, 8), 2, 3, n=3)
+    with pytest.raises(ValueError, match=r"tried to create a 3D convolution .* Expected 5"):
+        TransposedConv3DLayer((None, 3, 8, 8), 2, 3)
     with pytest.raises(NotImplementedError, match="requires odd filter size"):
         Conv1DLayer((None, 3, 8), 2, 4, pad="same")
     assert conv_input_length(3, 3, 2, "same") == 5

@@ -216,6 +216,22 @@ def test_attributes_as_lasagne():
         1,
     )
     assert isinstance(lasagne.layers.MaxPool2DLayer((None, 1, 4, 4), 2), lasagne.layers.Pool2DLayer)
+    for k in (1, 2, 3):
+        max_pool = getattr(lasagne.layers, f"MaxPool{k}DLayer")
+        layer = max_pool((None, 1) + (4,) * k, 2, pad=1)
+        assert isinstance(layer, getattr(lasagne.layers, f"Pool{k}DLayer"))
+        assert (layer.mode, layer.pad, layer.stride) == ("max", (1,) * k, (2,) * k)
+        with pytest.raises(TypeError, match="mode"):
+            max_pool((None, 1) + (4,) * k, 2, mode="max")
+
+
+def test_pool_function_refuses_padding_without_ignore_border():
+    with pytest.raises(ValueError, match=r"^pool: mode must be one of .* got 'sum'"):
+        pool_2d(pt.tensor4(), (2, 2), mode="sum")
+    with pytest.raises(
+        ValueError, match=r"^pool: pad must be \(0, 0\) with ignore_border=False, got \(1, 0\)"
+    ):
+        pool_2d(pt.tensor4(), (2, 2), ignore_border=False, pad=(1, 0))
 
 
 @pytest.mark.parametrize(

@@ -146,6 +146,19 @@ def test_reshape_symbolic_entry_must_be_int_scalar():
     assert ReshapeLayer((None, 4, 6), ([0], pt.lscalar(), -1)).output_shape == (None, None, None)
 
 
+def test_reshape_of_symbolic_sizes():
+    # sizes taken from a symbolic input shape are unknown statically; the graph uses them
+    x = pt.tensor3("x")
+    batch, steps, features = x.shape
+    layer = ReshapeLayer(InputLayer((None, None, None)), (batch * steps, [2]))
+    assert layer.get_output_shape_for((batch, steps, features)) == (None, None)
+    assert layer.get_output_shape_for((batch, steps, 7)) == (None, 7)
+    fn = pytensor.function([x], get_output(layer, x))
+    for shape in ((3, 5, 6), (4, 5, 7)):
+        a = np.arange(np.prod(shape), dtype=x.dtype).reshape(shape)
+        np.testing.assert_array_equal(fn(a), a.reshape(shape[0] * shape[1], shape[2]))
+
+
 @pytest.mark.parametrize(
     ("outdim", "out_shape"),
     [(1, (None,)), (2, (None, 60)), (3, (None, 3, 20)), (4, (None, 3, 4, 5))],
