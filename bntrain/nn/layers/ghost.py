@@ -37,7 +37,8 @@ class GhostBatchNormLayer(BatchNormLayer):
 
     Examples
     --------
-    >>>     >>> import bntrain.nn as lasagne
+    >>> import numpy as np
+    >>> import bntrain.nn as lasagne
     >>> l_in = lasagne.layers.InputLayer((None, 1))
     >>> l_g = GhostBatchNormLayer(l_in, virtual_batch_size=2, epsilon=0, name="g")
     >>> x = np.array([[0.0], [2.0], [10.0], [30.0]], dtype="float32")
