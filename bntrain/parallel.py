@@ -57,7 +57,7 @@ def resolve_devices(spec: str | int, runtime) -> int:
     n = int(spec)
     if n < 1:
         raise UsageError(f"devices: {n} is not a device count; use auto or a number >= 1")
-    if n == 1:
+    if n == 1 and procs == 1:
         return 1
     if runtime.backend != "jax":
         raise UsageError(

@@ -191,6 +191,22 @@ def test_cluster_spec_alone():
     assert Cluster().agree([3, 0]) == [3, 0]  # one process: nothing to exchange
 
 
+def test_devices_count_over_every_process(monkeypatch):
+    from bntrain import distributed
+    from bntrain.backend import Runtime
+    from bntrain.parallel import resolve_devices
+
+    monkeypatch.setattr(distributed, "_joined", Cluster(1, 2))
+    assert resolve_devices("auto", Runtime("jax", "cpu")) == 2  # one CPU device per process
+    with pytest.raises(UsageError) as err:
+        resolve_devices(1, Runtime("jax", "cpu"))
+    assert str(err.value) == (
+        "devices: 1 does not divide evenly over 2 processes; use a multiple of 2"
+    )
+    with pytest.raises(UsageError, match="^devices: 4 requested but JAX sees "):
+        resolve_devices(4, Runtime("jax", "cpu"))
+
+
 @pytest.mark.parametrize("shuffle", [False, True])
 def test_each_process_reads_its_consecutive_slice_of_every_batch(shuffle):
     from bntrain.data.base import ArrayDataset
