@@ -63,9 +63,7 @@ def test_same_seed_gives_the_same_run(cfg_path, straight):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
 
 
-def test_training_batches_are_the_augmented_ones_and_no_lr_is_sent_per_step(
-    cfg_path, monkeypatch
-):
+def test_training_batches_are_the_augmented_ones_and_no_lr_is_sent_per_step(cfg_path, monkeypatch):
     seen, sets, steps = [], [], []
     real = T.build_train_step
 
