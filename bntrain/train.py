@@ -260,30 +260,28 @@ def _train_epoch(run: _Run, state: TrainState, stop: StopRequest, progress: bool
 
 
 class _Results:
-    """The losses and accuracies of the batches run but not yet read back from the device.
+    """The losses and accuracies of the steps queued but not yet read back from the device.
 
-    Reading a result waits for its step, so the loop reads them in bunches: when
-    ``READ_EVERY`` are pending or ``READ_SECONDS`` have passed (for the progress
-    bar), all but the newest, which keeps the device busy while the host reads;
-    before a checkpoint and at the end of the epoch, all.  Until then the next
-    steps are queued behind the running one.  A non-finite loss is therefore
-    noticed up to ``READ_EVERY`` batches late, always before anything is saved.
+    Reading a result waits for its step, so the loop reads each one ``IN_FLIGHT``
+    steps late: by then that step is done and the next ones are queued behind
+    the running one, so the device never waits for the host.  Bounding the
+    steps in flight bounds the memory their inputs hold.  Before a checkpoint and
+    at the end of the epoch every result is read.  A non-finite loss is
+    therefore noticed up to ``IN_FLIGHT`` steps late, always before anything is
+    saved.
     """
 
-    READ_EVERY = 32
-    READ_SECONDS = 0.5
+    IN_FLIGHT = 2
 
     def __init__(self, run: _Run, state: TrainState, bar: _Progress, t0: float):
         self.run, self.state, self.bar, self.t0 = run, state, bar, t0
         self.pending: list[tuple] = []
-        self.last_read = t0
 
     def add(self, loss, acc, n: int) -> None:
-        """Queue a batch's results (``state`` already advanced past it); maybe read the queue."""
+        """Queue a batch's results (``state`` already advanced past it); read the oldest due."""
         self.pending.append((loss, acc, n, self.state.step))
-        now = time.perf_counter()
-        if len(self.pending) >= self.READ_EVERY or now - self.last_read >= self.READ_SECONDS:
-            self.read(keep=1)
+        if len(self.pending) > self.IN_FLIGHT:
+            self.read(keep=self.IN_FLIGHT)
 
     def read(self, keep: int = 0) -> None:
         """Account the pending results but the newest ``keep``, in order; raise on a NaN.
@@ -307,7 +305,6 @@ class _Results:
                 raise TrainingError(_nan_message(state, self.run, step))
         rate = state.meter.seen / max(time.perf_counter() - self.t0, 1e-9)
         self.bar.update(len(ready), shown, rate)
-        self.last_read = time.perf_counter()
 
 
 def _nan_message(state: TrainState, run: _Run, step: int) -> str:

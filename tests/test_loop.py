@@ -83,18 +83,16 @@ def test_the_next_batches_are_read_while_a_step_runs(tmp_path, monkeypatch):
 def test_steps_are_queued_before_earlier_losses_are_read(tmp_path, monkeypatch):
     build, log = _wrap_step(lambda k: log.append(("call", k)))
     monkeypatch.setattr(T, "build_train_step", build)
-    monkeypatch.setattr(T._Results, "READ_EVERY", 4)
-    monkeypatch.setattr(T._Results, "READ_SECONDS", float("inf"))  # only the count decides
+    monkeypatch.setattr(T._Results, "IN_FLIGHT", 3)
     fit(_config(tmp_path))
     calls = [k for what, k in log if what == "call"]
     n = len(calls)
     assert n > 8 and calls == list(range(n))
     assert [k for what, k in log if what == "read"] == calls  # every loss read, in order
     where = {entry: i for i, entry in enumerate(log)}
-    for k in range(n - 1):  # step k + 1 is queued before loss k is read: the device never idles
-        assert where[("call", k + 1)] < where[("read", k)]
-    for k in range(n - 4):  # no more than READ_EVERY results wait
-        assert where[("read", k)] < where[("call", k + 4)]
+    for k in range(n - 3):  # loss k is read after step k + 3 is queued, before step k + 4 is
+        assert where[("call", k + 3)] < where[("read", k)]
+        assert k + 4 == n or where[("read", k)] < where[("call", k + 4)]
 
 
 def test_a_checkpoint_inside_the_epoch_reads_every_loss_first(tmp_path, monkeypatch):
