@@ -196,7 +196,11 @@ class _Run:
                 )
                 exc.agreed = True
                 raise exc
-            stop.signum = signum or None
+            if not signum:
+                # A signal that arrived during the agreement is in stop.signum (never cleared)
+                # and goes into the next step's agreement: every process stops at the same step.
+                return
+            stop.signum = signum
         stop.check(lambda name: _stop_message(name, state, self))
 
     def fail(self, exc: Exception) -> None:

@@ -127,14 +127,15 @@ def test_a_process_that_fails_stops_the_others(tmp_path):
     assert not (p1 / "runs").exists()
 
 
-def test_a_signal_to_one_process_stops_all_after_the_same_step(tmp_path):
+@pytest.mark.parametrize("signalled", [0, 1])
+def test_a_signal_to_one_process_stops_all_after_the_same_step(tmp_path, signalled):
     p0, p1 = _folders(tmp_path, "AB")
     metrics = p0 / "runs" / "dist" / "metrics.csv"
 
     def interrupt_after_the_first_epoch(procs):
         while not metrics.exists() and procs[0].poll() is None:
             time.sleep(0.1)  # polling for the file, not timing anything
-        procs[0].send_signal(signal.SIGTERM)  # process 1 learns it from the agreement
+        procs[signalled].send_signal(signal.SIGTERM)  # the other learns it from the agreement
 
     results = _fit_processes(
         [p0, p1], "--set", "training.epochs=1000", while_running=interrupt_after_the_first_epoch
